@@ -1,0 +1,14 @@
+"""noisystudent: Noisy Student Training (Xie, Luong, Hovy, Le, CVPR 2020) on your own images.
+
+    from noisystudent import Config, run
+    result = run(Config.from_yaml("configs/fashion_mnist.yaml"))
+    print(result.table())
+"""
+
+from noisystudent.checkpoint import load_model
+from noisystudent.config import Config
+from noisystudent.errors import UserError
+from noisystudent.models import create_model, list_models
+from noisystudent.pipeline import RunResult, run
+
+__all__ = ["Config", "RunResult", "UserError", "create_model", "list_models", "load_model", "run"]

@@ -1,0 +1,3 @@
+from noisystudent.cli import main
+
+raise SystemExit(main())

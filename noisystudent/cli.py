@@ -1,0 +1,150 @@
+"""Command line: builds a Config from flags and calls the library. Nothing else reads these flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from noisystudent.errors import UserError
+
+DESCRIPTION = """\
+Noisy Student Training on your own images: train a teacher on the labeled images, pseudo-label
+the unlabeled images with the clean teacher, train an equal-or-larger student on both under noise
+(RandAugment, dropout, stochastic depth), make the student the next teacher, repeat.
+
+Run with no arguments for the embedded demo (scikit-learn's digits, a teacher and two rounds, a
+few minutes on a laptop CPU). Results go to runs/<name>/: config.yaml, round-<k>/model.safetensors,
+metrics.jsonl, summary.md. Re-running the same command continues an interrupted run.
+"""
+
+RUN_EPILOG = """\
+examples:
+  noisystudent run                                         # embedded digits demo
+  noisystudent run -c configs/fashion_mnist.yaml --set pipeline.rounds=3
+  noisystudent run --labeled data/labeled --unlabeled data/unlabeled --test data/test --name mine
+  noisystudent run --set teacher.epochs=5 --set model.names=resnet8,resnet14,resnet20
+
+config keys (see `noisystudent config` for all of them and their values):
+  data.*      source (digits|idx|folder), dir, labeled, unlabeled, test, channels, image_size, ...
+  model.names teacher first, then the student of each round (the last one repeats)
+  noise.*     randaugment (e.g. rand-n2-m9), dropout, drop_path, noise_teacher
+  teacher.* / student.*   epochs, batch_size, unlabeled_ratio, optimizer, lr, schedule, ema, ...
+  pseudo.*    mode (soft|hard), temperature, threshold, balance, per_class, topk
+  pipeline.*  rounds, variant (noisy_student|consistency)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="noisystudent", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def config_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", metavar="FILE", help="YAML config (defaults: the digits demo)")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set teacher.epochs=5 (repeatable)")
+        sp.add_argument("--labeled", metavar="DIR", help="labeled images, DIR/<class>/<image> (sets data.source=folder)")
+        sp.add_argument("--unlabeled", metavar="DIR", help="unlabeled images: every image under DIR")
+        sp.add_argument("--test", metavar="DIR", help="test images, DIR/<class>/<image>")
+        sp.add_argument("--data-dir", metavar="DIR", help="directory of IDX files (MNIST / Fashion-MNIST); sets data.source=idx")
+        sp.add_argument("--name", help="run name: results go to OUT_DIR/NAME (default from the config)")
+        sp.add_argument("--out-dir", help="parent directory of runs (default: runs)")
+        sp.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
+        sp.add_argument("--seed", type=int, help="training seed")
+        sp.add_argument("--rounds", type=int, help="noisy-student rounds after the teacher")
+        sp.add_argument("--strict", action="store_true", help="an unreadable image is an error (default: skip and count)")
+
+    run = sub.add_parser("run", help="train teacher and students (the whole pipeline)", description=DESCRIPTION,
+                         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config_args(run)
+    run.add_argument("--force", action="store_true",
+                     help="start the run over even if its directory holds results of another config")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+
+    cfg = sub.add_parser("config", help="print the resolved config as YAML (what `run` would use)")
+    config_args(cfg)
+
+    sub.add_parser("models", help="list the available models with their parameter counts")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> "Config":
+    from noisystudent.config import Config
+
+    cfg = Config.from_yaml(args.config) if args.config else Config()
+    overrides = []
+    if args.labeled or args.unlabeled or args.test:
+        overrides.append("data.source=folder")
+        if not args.config and not any(o.startswith("name=") for o in args.overrides) and not args.name:
+            overrides.append("name=folder-run")
+    for flag, key in (("labeled", "data.labeled"), ("unlabeled", "data.unlabeled"), ("test", "data.test")):
+        if getattr(args, flag):
+            overrides.append(f"{key}={_quote(getattr(args, flag))}")
+    if args.data_dir:
+        overrides += ["data.source=idx", f"data.dir={_quote(args.data_dir)}"]
+    for flag, key in (("name", "name"), ("out_dir", "out_dir"), ("device", "device"), ("seed", "seed"),
+                      ("rounds", "pipeline.rounds")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={_quote(value) if isinstance(value, str) else value}")
+    if args.strict:
+        overrides.append("data.strict=true")
+    return cfg.with_overrides(overrides + args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `noisystudent` alone: the demo
+        args = parser.parse_args(["run", *(argv or [])])
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        if args.command == "models":
+            return _models()
+        cfg = config_from_args(args)
+        if args.command == "config":
+            print(cfg.to_yaml(), end="")
+            return 0
+        from noisystudent.pipeline import run
+
+        result = run(cfg, progress=not quiet and sys.stderr.isatty(), force=args.force)
+        print(result.table())
+        print(f"\nresults: {result.run_dir}/ (summary.md, summary.json, metrics.jsonl, round-*/model.safetensors)")
+        return 0
+    except UserError as e:
+        print(f"noisystudent: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("noisystudent: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+def _models() -> int:
+    from noisystudent.models import count_params, create_model, list_models
+
+    print(f"{'model':<12} {'params (10 classes, 3 channels)':>32}")
+    for name in list_models():
+        print(f"{name:<12} {count_params(create_model(name, 10, 3)):>32,}")
+    return 0
+
+
+def _quote(value: str) -> str:
+    """Keep a path a string when the override is parsed as YAML (e.g. 'yes', '1e3', '[x]')."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("noisystudent")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

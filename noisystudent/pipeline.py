@@ -1,0 +1,281 @@
+"""The Noisy Student rounds, as stages that write into the run directory.
+
+    runs/<name>/config.yaml                  the resolved config
+    runs/<name>/round-0/model.safetensors    teacher weights (+ model.json: arguments, input format, metrics)
+    runs/<name>/round-k/pseudo_labels.safetensors   clean teacher's labels for every unlabeled image
+    runs/<name>/round-k/selection.json       threshold and class-balance statistics
+    runs/<name>/round-k/selected.safetensors indices of the selected images (repeats = duplicates)
+    runs/<name>/round-k/model.safetensors    student of round k (the teacher of round k+1)
+    runs/<name>/round-k/eval.json            test metrics
+    runs/<name>/round-k/train_state.safetensors   resumable state while training (removed when done)
+    runs/<name>/metrics.jsonl, run.log, summary.json, summary.md
+
+A stage whose output exists is skipped, so re-running the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from noisystudent.augment import RandAugment
+from noisystudent.checkpoint import (atomic_write_bytes, load_model, load_tensors, read_json, save_model,
+                                     save_tensors, write_json)
+from noisystudent.config import Config, diff_keys
+from noisystudent.data.build import Datasets, build_datasets
+from noisystudent.errors import UserError
+from noisystudent.evaluate import evaluate
+from noisystudent.models import count_params, create_model
+from noisystudent.progress import MetricsLog
+from noisystudent.pseudo_label import PseudoLabels, accuracy_stats, make_targets, predict, select
+from noisystudent.targets import Targets
+from noisystudent.tensors import channel_stats
+from noisystudent.train import Augmentation, Evaluation, _derive, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        """Markdown table: one row per round."""
+        head = "| round | model | params | pseudo-labels kept | pseudo-label acc. | test acc. |"
+        lines = [head, "|---|---|---:|---:|---:|---:|"]
+        for r in self.rows:
+            kept = "-" if r["pseudo_labels_kept"] is None else f"{r['pseudo_labels_kept']:,}"
+            lines.append(f"| {r['round']} | {r['model']} | {r['params']:,} | {kept} | "
+                         f"{_pct(r['pseudo_label_accuracy'])} | {_pct(r['test_accuracy'])} |")
+        return "\n".join(lines)
+
+    @property
+    def final_accuracy(self) -> float | None:
+        return self.rows[-1]["test_accuracy"] if self.rows else None
+
+
+def run(cfg: Config, *, progress: bool = True, force: bool = False) -> RunResult:
+    """Run (or continue) the whole pipeline described by `cfg`; returns the per-round summary."""
+    run_dir = Path(cfg.out_dir) / cfg.name
+    _claim_run_dir(run_dir, cfg, force)
+    handler = _log_to_file(run_dir / "run.log")
+    try:
+        return _run(cfg, run_dir, progress)
+    finally:
+        logging.getLogger("noisystudent").removeHandler(handler)
+        handler.close()
+
+
+def _run(cfg: Config, run_dir: Path, progress: bool) -> RunResult:
+    device = resolve_device(cfg.device)
+    torch_threads = torch.get_num_threads()
+    log.info("run %s: device %s (%d CPU threads), config hash %s", run_dir, device, torch_threads, cfg.hash())
+    data = build_datasets(cfg.data)
+    for note in data.notes:
+        log.info(note)
+    log.info("data: %s", data.describe())
+    mean, std = channel_stats(data.labeled.images)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    ctx = _Context(cfg, run_dir, data, mean, std, device, metrics, progress)
+
+    result = RunResult(run_dir)
+    for k in range(cfg.pipeline.rounds + 1):
+        t0 = time.perf_counter()
+        row = _round(ctx, k)
+        log.info("round %d (%s): test accuracy %s, pseudo-labels kept %s (%.0f s)", k, row["model"],
+                 _pct(row["test_accuracy"]), row["pseudo_labels_kept"], time.perf_counter() - t0)
+        result.rows.append(row)
+        write_json(run_dir / "summary.json", {"config_hash": cfg.hash(), "rounds": result.rows})
+    atomic_write_bytes(run_dir / "summary.md", (result.table() + "\n").encode())
+    return result
+
+
+@dataclass
+class _Context:
+    cfg: Config
+    run_dir: Path
+    data: Datasets
+    mean: torch.Tensor
+    std: torch.Tensor
+    device: torch.device
+    metrics: MetricsLog
+    progress: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.classes)
+
+
+def _round(ctx: _Context, k: int) -> dict[str, Any]:
+    cfg, rdir = ctx.cfg, ctx.run_dir / f"round-{k}"
+    rdir.mkdir(parents=True, exist_ok=True)
+    selection: dict[str, Any] | None = None
+    unlabeled = None
+    teacher = None
+    if k > 0:
+        teacher, _ = load_model(ctx.run_dir / f"round-{k - 1}" / "model.safetensors", ctx.device)
+        pl, chosen, selection = stage_pseudo_label(ctx, rdir, teacher)
+        if cfg.pipeline.variant == "consistency":
+            unlabeled = (ctx.data.unlabeled.images, None)
+        else:
+            unlabeled = (ctx.data.unlabeled.images[chosen], make_targets(pl, chosen, cfg.pseudo.mode))
+            teacher = None  # offline pseudo-labels: the teacher is not needed while training
+    model = stage_train(ctx, rdir, k, unlabeled, teacher)
+    ev = stage_evaluate(ctx, rdir, model)
+    return {
+        "round": k,
+        "model": cfg.model_for_round(k),
+        "params": count_params(model),
+        "pseudo_labels_kept": None if selection is None else selection["selected"],
+        "pseudo_label_accuracy": None if selection is None else selection["pseudo_label_accuracy"],
+        "pseudo_label_accuracy_selected": None if selection is None else selection["pseudo_label_accuracy_selected"],
+        "per_class_after_balance": None if selection is None else selection["per_class_after"],
+        "test_accuracy": None if ev is None else ev["accuracy"],
+    }
+
+
+# ---- stages ------------------------------------------------------------------------------------------
+def stage_pseudo_label(ctx: _Context, rdir: Path,
+                       teacher: torch.nn.Module) -> tuple[PseudoLabels, torch.Tensor, dict[str, Any]]:
+    """Label every unlabeled image with the clean teacher, then threshold and balance."""
+    cfg = ctx.cfg.pseudo
+    pl_path, sel_path = rdir / "pseudo_labels.safetensors", rdir / "selection.json"
+    if pl_path.exists():
+        pl = PseudoLabels.load(pl_path)
+    else:
+        pl = predict(teacher, ctx.data.unlabeled.images, mean=ctx.mean, std=ctx.std, temperature=cfg.temperature,
+                     topk=cfg.topk, batch_size=cfg.batch_size, device=ctx.device, progress=ctx.progress,
+                     desc=f"{rdir.name} pseudo-label")
+        pl.save(pl_path, cfg.temperature)
+    idx_path = rdir / "selected.safetensors"
+    if sel_path.exists() and idx_path.exists():
+        return pl, load_tensors(idx_path)["indices"], read_json(sel_path)
+    chosen, stats = select(pl, num_classes=ctx.num_classes, threshold=cfg.threshold, balance=cfg.balance,
+                           per_class=cfg.per_class)
+    stats.update(accuracy_stats(pl, chosen, ctx.data.unlabeled.labels))
+    log.info("%s: %s of %s unlabeled images pass the threshold %.2f (%.1f%%); %s selected after balancing%s",
+             rdir.name, f"{stats['passed_threshold']:,}", f"{stats['total']:,}", cfg.threshold,
+             100 * stats["kept_fraction"], f"{stats['selected']:,}",
+             "" if stats["pseudo_label_accuracy"] is None else
+             f"; pseudo-label accuracy {_pct(stats['pseudo_label_accuracy'])}")
+    ctx.metrics.write(stage=f"{rdir.name}/select", **stats)
+    save_tensors(idx_path, {"indices": chosen})
+    write_json(sel_path, stats)
+    return pl, chosen, stats
+
+
+def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor, Targets | None] | None,
+                teacher: torch.nn.Module | None) -> torch.nn.Module:
+    """Train the model of round k (teacher at k=0, noised student after) unless it exists."""
+    cfg = ctx.cfg
+    path = rdir / "model.safetensors"
+    if path.with_suffix(".json").exists():
+        model, _ = load_model(path, ctx.device)
+        return model
+    noised = k > 0 or cfg.noise.noise_teacher
+    name = cfg.model_for_round(k)
+    args = {"name": name, "num_classes": ctx.num_classes, "in_chans": ctx.data.labeled.shape[0],
+            "drop_rate": cfg.noise.dropout if noised else 0.0,
+            "drop_path_rate": cfg.noise.drop_path if noised else 0.0}
+    torch.manual_seed(_derive(cfg.seed, "init", k))
+    model = create_model(**args)
+    if k > 0:
+        prev = create_model(cfg.model_for_round(k - 1), ctx.num_classes, args["in_chans"])
+        if count_params(model) < count_params(prev):
+            log.warning("round %d: student %s (%s parameters) is smaller than its teacher %s (%s); "
+                        "Noisy Student asks for an equal or larger student", k, name,
+                        f"{count_params(model):,}", cfg.model_for_round(k - 1), f"{count_params(prev):,}")
+    weak = dict(crop_pad=cfg.augment.crop_pad, flip=cfg.augment.flip)
+    ra = RandAugment.from_spec(cfg.noise.randaugment) if noised and cfg.noise.randaugment else None
+    tcfg = cfg.student if k > 0 else cfg.teacher
+    test = ctx.data.test
+    result = train(
+        model,
+        labeled=(ctx.data.labeled.images, Targets.from_labels(ctx.data.labeled.labels)),
+        unlabeled=unlabeled, cfg=tcfg, num_classes=ctx.num_classes, mean=ctx.mean, std=ctx.std,
+        augmentation=Augmentation(randaugment=ra, **weak), seed=cfg.seed, device=ctx.device,
+        teacher=teacher, teacher_augmentation=Augmentation(**weak), temperature=cfg.pseudo.temperature,
+        evaluation=None if test is None else Evaluation(test.images, test.labels),
+        state_path=rdir / "train_state.safetensors", metrics=ctx.metrics, tag=f"round-{k}",
+        progress=ctx.progress)
+    c, h, w = ctx.data.labeled.shape
+    meta = {
+        "model": args,
+        "classes": ctx.data.classes,
+        "input": {"channels": c, "height": h, "width": w, "mean": ctx.mean.tolist(), "std": ctx.std.tolist()},
+        "round": k,
+        "config_hash": cfg.hash(),
+        "train": asdict(result),
+    }
+    save_model(path, model, meta)
+    (rdir / "train_state.safetensors").unlink(missing_ok=True)
+    return model
+
+
+def stage_evaluate(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, Any] | None:
+    test = ctx.data.test
+    if test is None:
+        return None
+    path = rdir / "eval.json"
+    if path.exists():
+        return read_json(path)
+    ev = evaluate(model, test.images, test.labels, ctx.num_classes, mean=ctx.mean, std=ctx.std, device=ctx.device)
+    write_json(path, ev)
+    ctx.metrics.write(stage=f"{rdir.name}/evaluate", test_accuracy=ev["accuracy"], n=ev["n"])
+    return ev
+
+
+# ---- run directory -------------------------------------------------------------------------------------
+def _claim_run_dir(run_dir: Path, cfg: Config, force: bool) -> None:
+    """Create the run directory, or accept it when it holds the same config; `force` starts over.
+
+    `pipeline.rounds` may change (adding rounds continues a finished run); any other change is refused.
+    """
+    cfg_path = run_dir / "config.yaml"
+    if cfg_path.exists() and not force:
+        try:
+            old = Config.from_dict(yaml.safe_load(cfg_path.read_text()) or {}, origin=str(cfg_path)).hash_dict()
+        except UserError:
+            old = None
+        new = cfg.hash_dict()
+        changed = ["(unreadable saved config)"] if old is None else diff_keys(old, new)
+        changed = [key for key in changed if key != "pipeline.rounds"]
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise UserError(f"{run_dir}: this run directory was made with a different config (changed: {shown}); "
+                            "use --force to start it over, or --name to start a new run")
+    elif force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(cfg_path, cfg.to_yaml().encode())
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("noisystudent")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device: {name!r} was asked for but this PyTorch has no CUDA device "
+                        f"(torch {torch.__version__}); use --device cpu")
+    return torch.device(name)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"

@@ -1,0 +1,129 @@
+"""Pseudo-labels from a clean teacher: predict, threshold, class-balance, targets, statistics.
+
+Stored per unlabeled image: the hard label, the confidence (max softmax probability at T=1, the
+quantity the threshold is applied to) and the top-k probabilities at the soft-label temperature T.
+With few classes k is all of them, so the soft labels are exact; with many, the top-k are
+renormalised when they become targets, instead of holding a dense N x classes matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from noisystudent.checkpoint import load_tensors, save_tensors
+from noisystudent.inference import iter_logits
+from noisystudent.targets import Targets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PseudoLabels:
+    hard: torch.Tensor          # (N,) int64 argmax class
+    confidence: torch.Tensor    # (N,) float32 max softmax probability at T = 1
+    topk_index: torch.Tensor    # (N, k) int64 classes, most probable first
+    topk_prob: torch.Tensor     # (N, k) float32 softmax(logits / T) of those classes
+
+    def __len__(self) -> int:
+        return len(self.hard)
+
+    def save(self, path: str | Path, temperature: float) -> None:
+        save_tensors(path, {"hard": self.hard, "confidence": self.confidence,
+                            "topk_index": self.topk_index, "topk_prob": self.topk_prob},
+                     metadata={"temperature": repr(temperature)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PseudoLabels":
+        t = load_tensors(path)
+        return cls(t["hard"], t["confidence"], t["topk_index"], t["topk_prob"])
+
+
+def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
+            temperature: float = 1.0, topk: int = 0, batch_size: int = 512,
+            device: torch.device | str = "cpu", progress: bool = True, desc: str = "pseudo-label") -> PseudoLabels:
+    """Label `images` ((N, C, H, W) uint8) with the clean `model`: eval mode, no augmentation."""
+    n = len(images)
+    hard = torch.empty(n, dtype=torch.long)
+    conf = torch.empty(n, dtype=torch.float32)
+    idx_out = prob_out = None
+    for rows, logits in iter_logits(model, images, mean=mean, std=std, batch_size=batch_size,
+                                    device=device, progress=progress, desc=desc):
+        k = logits.shape[1] if topk <= 0 else min(topk, logits.shape[1])
+        if idx_out is None:
+            idx_out = torch.empty(n, k, dtype=torch.long)
+            prob_out = torch.empty(n, k, dtype=torch.float32)
+        c, h = logits.softmax(1).max(1)
+        tp, ti = (logits / temperature).softmax(1).topk(k, dim=1)
+        hard[rows], conf[rows], idx_out[rows], prob_out[rows] = h.cpu(), c.cpu(), ti.cpu(), tp.cpu()
+    if idx_out is None:  # no images
+        idx_out, prob_out = torch.empty(0, 1, dtype=torch.long), torch.empty(0, 1)
+    return PseudoLabels(hard, conf, idx_out, prob_out)
+
+
+def select(pl: PseudoLabels, *, num_classes: int, threshold: float = 0.0, balance: bool = True,
+           per_class: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Indices of the pseudo-labeled images to train on (with repeats when balancing duplicates).
+
+    Threshold: keep images whose confidence >= threshold. Balance (the paper's filtering step):
+    bring each class (by hard label) to `per_class` images, keeping the most confident where a
+    class has too many and repeating its images, most confident first, where it has too few.
+    `per_class` = 0 uses the number kept after the threshold divided by the number of classes.
+    Returns (indices (M,) int64, statistics).
+    """
+    passed = (pl.confidence >= threshold).nonzero().squeeze(1)
+    before = torch.bincount(pl.hard[passed], minlength=num_classes)
+    stats: dict[str, Any] = {
+        "total": len(pl),
+        "threshold": threshold,
+        "passed_threshold": len(passed),
+        "kept_fraction": len(passed) / max(len(pl), 1),
+        "per_class_before": before.tolist(),
+    }
+    if not balance or len(passed) == 0:
+        chosen = passed
+        stats["target_per_class"] = None
+    else:
+        target = per_class if per_class > 0 else max(1, round(len(passed) / num_classes))
+        parts = []
+        for c in range(num_classes):
+            members = passed[pl.hard[passed] == c]
+            if len(members) == 0:
+                continue
+            order = members[pl.confidence[members].argsort(descending=True, stable=True)]
+            reps = torch.arange(target) % len(order)  # most confident first; cycles when too few
+            parts.append(order[reps])
+        chosen = torch.cat(parts) if parts else passed[:0]
+        stats["target_per_class"] = target
+        empty = [c for c in range(num_classes) if before[c] == 0]
+        if empty:
+            log.warning("pseudo-labels: no image passed the threshold for %d class(es) %s; "
+                        "they get no pseudo-labeled images", len(empty), empty)
+    stats["per_class_after"] = torch.bincount(pl.hard[chosen], minlength=num_classes).tolist()
+    stats["selected"] = len(chosen)
+    stats["unique_selected"] = int(torch.unique(chosen).numel())
+    return chosen.sort().values, stats
+
+
+def accuracy_stats(pl: PseudoLabels, chosen: torch.Tensor, true_labels: torch.Tensor | None) -> dict[str, Any]:
+    """Pseudo-label accuracy on all images and on the selected ones, when the truth is known."""
+    if true_labels is None:
+        return {"pseudo_label_accuracy": None, "pseudo_label_accuracy_selected": None}
+    correct = pl.hard == true_labels
+    return {
+        "pseudo_label_accuracy": correct.float().mean().item() if len(pl) else None,
+        "pseudo_label_accuracy_selected": correct[chosen].float().mean().item() if len(chosen) else None,
+    }
+
+
+def make_targets(pl: PseudoLabels, chosen: torch.Tensor, mode: str) -> Targets:
+    """Training targets for the chosen images: the teacher's (top-k, renormalised) distribution,
+    or one-hot of the hard label."""
+    if mode == "hard":
+        return Targets.from_labels(pl.hard[chosen])
+    prob = pl.topk_prob[chosen]
+    return Targets(pl.topk_index[chosen], prob / prob.sum(1, keepdim=True).clamp_min(1e-12))

@@ -1,0 +1,311 @@
+"""One training loop for teacher and student.
+
+A step draws `batch_size` labeled images and, when pseudo-labeled data is given,
+`round(batch_size * unlabeled_ratio)` pseudo-labeled images; both go through the same
+augmentation (weak crop/flip, then RandAugment when noise is on) and one forward pass, and the
+loss is cross-entropy on the labeled targets plus `unlabeled_weight` times cross-entropy on the
+(soft or hard) pseudo-label targets. In the consistency variant the pseudo-label targets are the
+teacher's temperature-softened predictions, computed online on a weakly augmented view, and the
+unlabeled loss is T^2 * KL(teacher || student).
+
+An epoch is one pass over the pseudo-labeled set when there is one, else over the labeled set
+(the labeled stream cycles, reshuffled each pass). Everything random is seeded per epoch from
+`seed`, and the state (weights, optimizer, EMA, RNG) is saved atomically after every epoch, so an
+interrupted training resumes from its last completed epoch and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from noisystudent.augment import RandAugment, random_crop_flip
+from noisystudent.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
+from noisystudent.config import TrainConfig
+from noisystudent.errors import UserError
+from noisystudent.evaluate import accuracy
+from noisystudent.progress import MetricsLog, progress_bar
+from noisystudent.targets import Targets
+from noisystudent.tensors import to_model_input
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Augmentation:
+    """What a training applies to its input images."""
+
+    crop_pad: int = 0                       # pixels
+    flip: bool = False
+    randaugment: RandAugment | None = None  # input noise (students; teachers only when noised)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = images
+        if self.crop_pad or self.flip:
+            x = random_crop_flip(x, pad=self.crop_pad, flip=self.flip, generator=generator)
+        if self.randaugment is not None:
+            x = self.randaugment(x, generator=generator)
+        return x
+
+
+@dataclass
+class Evaluation:
+    """Test images for the per-epoch log line (reported, never used to choose anything)."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    loss: float
+    test_accuracy: float | None
+    seconds: float
+    images_per_second: float
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
+          unlabeled: tuple[torch.Tensor, Targets | None] | None, cfg: TrainConfig, num_classes: int,
+          mean: torch.Tensor, std: torch.Tensor, augmentation: Augmentation, seed: int,
+          device: torch.device | str = "cpu", teacher: torch.nn.Module | None = None,
+          teacher_augmentation: Augmentation | None = None, temperature: float = 1.0,
+          evaluation: Evaluation | None = None, state_path: str | Path | None = None,
+          metrics: MetricsLog | None = None, tag: str = "train", progress: bool = True) -> TrainResult:
+    """Train `model` in place (ending with the EMA weights when `cfg.ema` > 0).
+
+    labeled: ((N_l, C, H, W) uint8 images, targets). unlabeled: ((N_u, C, H, W) uint8, targets), or
+    targets None with a `teacher` for the consistency variant. `state_path`: resumable state file.
+    """
+    device = torch.device(device)
+    metrics = metrics or MetricsLog(None)
+    images_l, targets_l = labeled
+    n_l = len(images_l)
+    if n_l == 0:
+        raise UserError(f"{tag}: no labeled images to train on")
+    b_l = min(cfg.batch_size, n_l)
+    if unlabeled is not None and len(unlabeled[0]) > 0:
+        images_u, targets_u = unlabeled
+        if targets_u is None and teacher is None:
+            raise ValueError("unlabeled images without targets need a teacher (consistency variant)")
+        b_u = max(1, round(b_l * cfg.unlabeled_ratio))
+        steps = math.ceil(len(images_u) / b_u)
+    else:
+        images_u = targets_u = None
+        b_u = 0
+        steps = math.ceil(n_l / b_l)
+    total_steps = steps * cfg.epochs
+    mean, std = mean.to(device), std.to(device)
+
+    model.to(device, memory_format=torch.channels_last).train()
+    ema = _Ema(model, cfg.ema) if cfg.ema > 0 else None
+    optimizer = _make_optimizer(model, cfg)
+    fingerprint = _fingerprint(tag, cfg, n_l, 0 if images_u is None else len(images_u), seed)
+    start_epoch = 0
+    torch.manual_seed(_derive(seed, tag, "model-noise"))  # dropout / stochastic depth draws
+    if state_path is not None and Path(state_path).exists():
+        start_epoch = _load_state(state_path, fingerprint, model, optimizer, ema, device)
+        log.info("%s: resuming after epoch %d/%d", tag, start_epoch, cfg.epochs)
+    if teacher is not None:
+        teacher.to(device).eval()
+
+    result = TrainResult(start_epoch, float("nan"), None, 0.0, 0.0)
+    bar = progress_bar(total=total_steps, desc=tag, unit="step", enable=progress)
+    bar.update(start_epoch * steps)
+    t_start = time.perf_counter()
+    images_seen = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        g_index = torch.Generator().manual_seed(_derive(seed, tag, "index", epoch))
+        g_aug = torch.Generator(device=device).manual_seed(_derive(seed, tag, "augment", epoch))
+        labeled_rows = _cycle(n_l, b_l, g_index)
+        unlabeled_order = None if images_u is None else torch.randperm(len(images_u), generator=g_index)
+        loss_sum = torch.zeros((), device=device)
+        for step in range(steps):
+            _set_lr(optimizer, _lr_at(epoch * steps + step, total_steps, steps, cfg))
+            rows_l = next(labeled_rows)
+            x = images_l[rows_l]
+            if images_u is not None:
+                rows_u = unlabeled_order[step * b_u:(step + 1) * b_u]
+                x = torch.cat([x, images_u[rows_u]])
+            x = x.to(device, non_blocking=True)                     # (B, C, H, W) uint8
+            y_l = targets_l.dense(rows_l, num_classes, cfg.label_smoothing, device)
+            if images_u is not None and targets_u is None:           # consistency: online teacher
+                with torch.no_grad():
+                    view = teacher_augmentation(x[len(rows_l):], g_aug) if teacher_augmentation else x[len(rows_l):]
+                    y_u = (teacher(to_model_input(view, mean, std)).float() / temperature).softmax(1)
+            elif images_u is not None:
+                y_u = targets_u.dense(rows_u, num_classes, device=device)
+            logits = model(to_model_input(augmentation(x, g_aug), mean, std)).float()
+            loss = _soft_ce(logits[:len(rows_l)], y_l)
+            if images_u is not None:
+                if targets_u is None:
+                    loss_u = F.kl_div((logits[len(rows_l):] / temperature).log_softmax(1), y_u,
+                                      reduction="batchmean") * temperature ** 2
+                else:
+                    loss_u = _soft_ce(logits[len(rows_l):], y_u)
+                loss = loss + cfg.unlabeled_weight * loss_u
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            loss_sum += loss.detach()
+            images_seen += len(x)
+            bar.update(1)
+        epoch_loss = (loss_sum / steps).item()  # the one sync per epoch
+        if not math.isfinite(epoch_loss):
+            where = f" (last good state: {state_path})" if state_path else ""
+            raise NonFiniteLoss(f"{tag}: the loss became non-finite ({epoch_loss}) in epoch {epoch + 1}; "
+                                f"lower the learning rate{where}")
+        seconds = time.perf_counter() - t0
+        eval_model = ema.model if ema is not None else model
+        test_acc = None
+        last = epoch + 1 == cfg.epochs
+        if evaluation is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+            test_acc = accuracy(eval_model, evaluation.images, evaluation.labels, mean=mean, std=std, device=device)
+        n_images = steps * (b_l + b_u) if images_u is not None else n_l
+        record = {"stage": tag, "epoch": epoch + 1, "epochs": cfg.epochs, "loss": epoch_loss,
+                  "lr": optimizer.param_groups[0]["lr"], "images_per_second": n_images / seconds,
+                  "seconds": seconds}
+        if test_acc is not None:
+            record["test_accuracy"] = test_acc
+        metrics.write(**record)
+        bar.set_postfix_str(f"loss {epoch_loss:.3f}" + (f" test {100 * test_acc:.1f}%" if test_acc is not None else ""))
+        # without a progress bar, one log line per epoch keeps a long run visible
+        log.log(logging.DEBUG if progress else logging.INFO, "%s epoch %d/%d loss %.4f%s", tag, epoch + 1, cfg.epochs, epoch_loss,
+                  f" test {100 * test_acc:.2f}%" if test_acc is not None else "")
+        if state_path is not None:
+            _save_state(state_path, fingerprint, epoch + 1, model, optimizer, ema, device)
+        result = TrainResult(epoch + 1, epoch_loss, test_acc, result.seconds + seconds, 0.0)
+    bar.close()
+    elapsed = time.perf_counter() - t_start
+    result.images_per_second = images_seen / elapsed if elapsed > 0 else 0.0
+    if ema is not None:
+        model.load_state_dict(ema.model.state_dict())
+    model.eval()
+    return result
+
+
+# ---- pieces ---------------------------------------------------------------------------------------
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with a target distribution per row: mean_b -sum_k t_bk log softmax(z_b)_k."""
+    return -(target * logits.log_softmax(1)).sum(1).mean()
+
+
+def _cycle(n: int, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless batches of row indices, reshuffled after every pass; batches never straddle passes
+    (the last batch of a pass is short when n % batch != 0)."""
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch):
+            yield perm[start:start + batch]
+
+
+def _derive(seed: int, *parts: Any) -> int:
+    """A 63-bit seed from the run seed and a name, so streams are independent and reproducible."""
+    h = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
+    return int.from_bytes(h[:8], "little") & (2**63 - 1)
+
+
+def _fingerprint(tag: str, cfg: TrainConfig, n_l: int, n_u: int, seed: int) -> str:
+    return hashlib.sha256(json.dumps([tag, vars(cfg), n_l, n_u, seed], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _lr_at(step: int, total: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    if cfg.schedule == "onecycle":  # as torch's OneCycleLR: 30% cosine rise from lr/25, cosine fall to lr/25e4
+        up = max(1, round(0.3 * total))
+        if step < up:
+            return _cos_interp(cfg.lr / 25, cfg.lr, step / up)
+        return _cos_interp(cfg.lr, cfg.lr / 25e4, (step - up) / max(1, total - up))
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant":
+        return cfg.lr
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def _cos_interp(a: float, b: float, t: float) -> float:
+    return b + (a - b) * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or AdamW; no weight decay on biases and normalisation weights."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True)
+
+
+class _Ema:
+    """Exponential moving average of the weights (BN statistics copied), in a model copy."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - self.decay)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+def _save_state(path: str | Path, fingerprint: str, epoch: int, model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, ema: _Ema | None, device: torch.device) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.model.state_dict().items()})
+    opt_tensors, opt_rest = optimizer_to_tensors(optimizer)
+    tensors.update(opt_tensors)
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    meta = {"fingerprint": fingerprint, "epoch": str(epoch), "optimizer": json.dumps(opt_rest)}
+    save_tensors(path, tensors, metadata=meta)
+
+
+def _load_state(path: str | Path, fingerprint: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                ema: _Ema | None, device: torch.device) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("fingerprint") != fingerprint:
+        raise UserError(f"{path}: saved training state belongs to a different training; "
+                        "delete it or run with --force")
+    t = load_tensors(path)
+    model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.model.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
+    optimizer_from_tensors(optimizer, {k: v.to(device) for k, v in t.items() if k.startswith("optim.")},
+                           json.loads(meta["optimizer"]))
+    torch.set_rng_state(t["rng.cpu"])
+    if device.type == "cuda" and "rng.cuda" in t:
+        torch.cuda.set_rng_state(t["rng.cuda"], device)
+    return int(meta["epoch"])

@@ -1,0 +1,80 @@
+import pytest
+
+from noisystudent.config import Config, diff_keys
+from noisystudent.errors import UserError
+
+
+def test_defaults_are_the_digits_demo_and_valid():
+    cfg = Config()
+    assert cfg.data.source == "digits"
+    assert cfg.noise.drop_path == pytest.approx(0.2)  # survival 0.8 at the last block
+    cfg.validate()
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = Config().with_overrides(["teacher.epochs=7", "model.names=[resnet8, resnet20]"])
+    p = tmp_path / "c.yaml"
+    p.write_text(cfg.to_yaml())
+    back = Config.from_yaml(p)
+    assert back == cfg
+    assert back.teacher.epochs == 7 and back.model.names == ["resnet8", "resnet20"]
+
+
+def test_overrides_parse_types():
+    cfg = Config().with_overrides(["pseudo.threshold=0.3", "noise.noise_teacher=true", "student.lr=1",
+                                   "model.names=resnet8,resnet14", "noise.randaugment="])
+    assert cfg.pseudo.threshold == 0.3
+    assert cfg.noise.noise_teacher is True
+    assert isinstance(cfg.student.lr, float) and cfg.student.lr == 1.0
+    assert cfg.model.names == ["resnet8", "resnet14"]
+    assert cfg.noise.randaugment == ""
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.epoch=5", "unknown config key 'teacher.epoch' (did you mean 'epochs'?)"),
+    ("techer.epochs=5", "unknown config key 'techer'"),
+    ("teacher.epochs=five", "teacher.epochs: expected an integer, got 'five'"),
+    ("noise.noise_teacher=1", "noise.noise_teacher: expected true or false"),
+    ("pseudo.mode=fuzzy", "pseudo.mode: 'fuzzy' is not one of soft, hard"),
+    ("pseudo.threshold=1.5", "pseudo.threshold: expected a value in [0.0, 1.0)"),
+    ("teacher.epochs", "expected KEY=VALUE"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(UserError) as e:
+        Config().with_overrides([override])
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_yaml_unknown_key_and_wrong_type(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("teacher:\n  epochs: 3\n  learning_rate: 0.1\n")
+    with pytest.raises(UserError, match=r"bad.yaml: unknown config key 'teacher.learning_rate'"):
+        Config.from_yaml(p)
+    p.write_text("teacher: 3\n")
+    with pytest.raises(UserError, match=r"teacher: expected a mapping"):
+        Config.from_yaml(p)
+    p.write_text("teacher: [1\n")
+    with pytest.raises(UserError, match=r"invalid YAML"):
+        Config.from_yaml(p)
+    with pytest.raises(UserError, match=r"cannot read config file"):
+        Config.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_hash_ignores_where_the_run_is_written_and_diff_names_changes():
+    a = Config()
+    b = Config().with_overrides(["name=other", "out_dir=/tmp/x"])
+    c = Config().with_overrides(["teacher.epochs=3", "pseudo.mode=hard"])
+    assert a.hash() == b.hash()
+    assert a.hash() != c.hash()
+    assert diff_keys(a.hash_dict(), c.hash_dict()) == ["pseudo.mode", "teacher.epochs"]
+
+
+def test_model_for_round_repeats_the_last():
+    cfg = Config().with_overrides(["model.names=[a, b, c]"])
+    assert [cfg.model_for_round(k) for k in range(5)] == ["a", "b", "c", "c", "c"]
+
+
+def test_folder_source_needs_directories():
+    with pytest.raises(UserError, match="data.labeled"):
+        Config().with_overrides(["data.source=folder"])

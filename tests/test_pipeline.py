@@ -1,0 +1,91 @@
+"""The whole pipeline on tiny digits settings: seconds, not minutes."""
+
+import json
+
+import pytest
+import torch
+
+from noisystudent import Config, load_model, run
+from noisystudent.errors import UserError
+from noisystudent.evaluate import accuracy
+
+TINY = ["teacher.epochs=3", "student.epochs=1", "model.names=[resnet8]", "data.max_unlabeled=150",
+        "data.labeled_per_class=5", "teacher.batch_size=25", "student.batch_size=16", "pipeline.rounds=2",
+        "teacher.eval_every=0", "student.eval_every=0"]
+
+
+def tiny(tmp_path, *extra):
+    return Config().with_overrides(TINY + [f"out_dir={tmp_path}", *extra])
+
+
+def test_two_round_pipeline_writes_the_run_directory(tmp_path):
+    cfg = tiny(tmp_path)
+    result = run(cfg, progress=False)
+    rd = tmp_path / cfg.name
+    assert [r["round"] for r in result.rows] == [0, 1, 2]
+    assert result.rows[0]["pseudo_labels_kept"] is None
+    for r in result.rows:
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["params"] > 0
+    for r in result.rows[1:]:
+        assert r["pseudo_labels_kept"] > 0
+        assert 0.0 <= r["pseudo_label_accuracy"] <= 1.0
+        assert sum(r["per_class_after_balance"]) == r["pseudo_labels_kept"]
+    for k in range(3):
+        assert (rd / f"round-{k}" / "model.safetensors").exists()
+        assert not (rd / f"round-{k}" / "train_state.safetensors").exists()
+    for k in (1, 2):
+        sel = json.loads((rd / f"round-{k}" / "selection.json").read_text())
+        assert sel["total"] == 150
+    assert Config.from_yaml(rd / "config.yaml") == cfg
+    summary = json.loads((rd / "summary.json").read_text())
+    assert summary["rounds"] == result.rows
+    assert "| round | model |" in (rd / "summary.md").read_text()
+    lines = [json.loads(l) for l in (rd / "metrics.jsonl").read_text().splitlines()]
+    assert sum(1 for l in lines if l["stage"] == "round-0" and "epoch" in l) == 3
+    assert any(l["stage"] == "round-1/select" for l in lines)
+    # a checkpoint rebuilds its model alone and gives the recorded accuracy
+    model, meta = load_model(rd / "round-2" / "model.safetensors")
+    assert meta["model"]["drop_path_rate"] == pytest.approx(0.2) and meta["model"]["drop_rate"] == pytest.approx(0.5)
+    from noisystudent.data.build import build_datasets
+    test = build_datasets(cfg.data).test
+    acc = accuracy(model, test.images, test.labels, mean=torch.tensor(meta["input"]["mean"]),
+                   std=torch.tensor(meta["input"]["std"]))
+    assert acc == pytest.approx(result.rows[2]["test_accuracy"])
+
+
+def test_rerun_skips_completed_stages_and_adding_rounds_continues(tmp_path):
+    cfg = tiny(tmp_path, "pipeline.rounds=1")
+    first = run(cfg, progress=False)
+    metrics = tmp_path / cfg.name / "metrics.jsonl"
+    n_lines = len(metrics.read_text().splitlines())
+    again = run(cfg, progress=False)
+    assert again.rows == first.rows
+    assert len(metrics.read_text().splitlines()) == n_lines  # nothing was trained or evaluated again
+    more = run(cfg.with_overrides(["pipeline.rounds=2"]), progress=False)
+    assert more.rows[:2] == first.rows and len(more.rows) == 3
+
+
+def test_changed_config_is_refused_and_force_starts_over(tmp_path):
+    cfg = tiny(tmp_path, "pipeline.rounds=0")
+    run(cfg, progress=False)
+    changed = cfg.with_overrides(["teacher.lr=0.01", "pseudo.mode=hard"])
+    with pytest.raises(UserError, match=r"different config \(changed: pseudo.mode, teacher.lr\); use --force"):
+        run(changed, progress=False)
+    result = run(changed, progress=False, force=True)
+    assert len(result.rows) == 1
+    assert Config.from_yaml(tmp_path / cfg.name / "config.yaml") == changed
+
+
+def test_consistency_variant_and_noised_teacher(tmp_path):
+    cfg = tiny(tmp_path, "pipeline.rounds=1", "pipeline.variant=consistency", "pseudo.temperature=2.0",
+               "student.ema=0.9", "noise.noise_teacher=true")
+    result = run(cfg, progress=False)
+    assert len(result.rows) == 2 and 0.0 <= result.rows[1]["test_accuracy"] <= 1.0
+    _, meta = load_model(tmp_path / cfg.name / "round-0" / "model.safetensors")
+    assert meta["model"]["drop_rate"] == pytest.approx(0.5)  # the teacher was noised too
+
+
+def test_smaller_student_warns(tmp_path, caplog):
+    cfg = tiny(tmp_path, "pipeline.rounds=1", "model.names=[resnet14, resnet8]", "teacher.epochs=1")
+    run(cfg, progress=False)
+    assert "smaller than its teacher" in caplog.text

@@ -1,0 +1,92 @@
+import torch
+import pytest
+
+from noisystudent.pseudo_label import PseudoLabels, accuracy_stats, make_targets, predict, select
+
+
+def _pl(hard, conf, k=3):
+    hard = torch.tensor(hard)
+    conf = torch.tensor(conf, dtype=torch.float32)
+    prob = torch.full((len(hard), k), 0.0)
+    prob[torch.arange(len(hard)), hard] = conf
+    rest = (1 - conf) / (k - 1)
+    prob = torch.where(prob == 0, rest.unsqueeze(1), prob)
+    p, i = prob.sort(1, descending=True)
+    return PseudoLabels(hard, conf, i, p)
+
+
+class _Fixed(torch.nn.Module):
+    """A 'model' whose logits are a fixed linear map of the mean pixel (deterministic, 3 classes)."""
+
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3), keepdim=False).unsqueeze(1)
+        return torch.cat([m * 2, -m, m * 0.5], 1)
+
+
+def test_predict_soft_labels_sum_to_one_and_temperature_flattens():
+    images = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8)
+    mean, std = torch.tensor([0.5]), torch.tensor([0.25])
+    p1 = predict(_Fixed(), images, mean=mean, std=std, temperature=1.0, batch_size=16, progress=False)
+    p4 = predict(_Fixed(), images, mean=mean, std=std, temperature=4.0, batch_size=16, progress=False)
+    assert torch.allclose(p1.topk_prob.sum(1), torch.ones(50), atol=1e-5)
+    assert torch.allclose(p4.topk_prob.sum(1), torch.ones(50), atol=1e-5)
+    assert (p4.topk_prob[:, 0] <= p1.topk_prob[:, 0] + 1e-6).all()  # higher T -> flatter
+    assert torch.equal(p1.hard, p4.hard)
+    assert torch.allclose(p1.confidence, p4.confidence)  # threshold quantity is at T=1
+    assert torch.allclose(p1.confidence, p1.topk_prob[:, 0])
+    top1 = predict(_Fixed(), images, mean=mean, std=std, topk=1, progress=False)
+    assert top1.topk_index.shape == (50, 1) and torch.equal(top1.topk_index[:, 0], p1.hard)
+
+
+def test_threshold_keeps_confident_only():
+    pl = _pl([0, 1, 2, 0, 1], [0.9, 0.4, 0.8, 0.5, 0.95])
+    chosen, stats = select(pl, num_classes=3, threshold=0.6, balance=False)
+    assert chosen.tolist() == [0, 2, 4]
+    assert stats["passed_threshold"] == 3 and stats["kept_fraction"] == pytest.approx(0.6)
+    assert stats["per_class_before"] == [1, 1, 1]
+
+
+def test_balance_gives_target_counts_keeping_most_confident_and_duplicating():
+    # class 0: 5 images, class 1: 1 image, class 2: 3 images
+    hard = [0, 0, 0, 0, 0, 1, 2, 2, 2]
+    conf = [0.5, 0.9, 0.7, 0.6, 0.8, 0.99, 0.4, 0.6, 0.5]
+    pl = _pl(hard, conf)
+    chosen, stats = select(pl, num_classes=3, threshold=0.0, balance=True, per_class=3)
+    assert stats["per_class_after"] == [3, 3, 3]
+    counts = torch.bincount(chosen, minlength=9).tolist()
+    assert counts[:5] == [0, 1, 1, 0, 1]        # the three most confident of class 0
+    assert counts[5] == 3                        # the lone class-1 image duplicated
+    assert counts[6:] == [1, 1, 1]
+    # default target: kept / classes
+    _, stats = select(pl, num_classes=3, balance=True)
+    assert stats["target_per_class"] == 3
+
+
+def test_balance_with_an_empty_class_warns_and_skips(caplog):
+    pl = _pl([0, 0, 1], [0.9, 0.8, 0.7])
+    chosen, stats = select(pl, num_classes=3, balance=True, per_class=2)
+    assert stats["per_class_after"] == [2, 2, 0]
+    assert "no image passed the threshold" in caplog.text
+
+
+def test_targets_soft_and_hard_and_accuracy():
+    pl = _pl([0, 2, 1], [0.7, 0.6, 0.9])
+    chosen = torch.tensor([0, 2])
+    soft = make_targets(pl, chosen, "soft").dense(torch.arange(2), 3)
+    assert torch.allclose(soft.sum(1), torch.ones(2))
+    assert soft[0, 0] == pytest.approx(0.7) and soft[1, 1] == pytest.approx(0.9)
+    hard = make_targets(pl, chosen, "hard").dense(torch.arange(2), 3)
+    assert hard.tolist() == [[1, 0, 0], [0, 1, 0]]
+    acc = accuracy_stats(pl, chosen, torch.tensor([0, 1, 1]))
+    assert acc["pseudo_label_accuracy"] == pytest.approx(2 / 3)
+    assert acc["pseudo_label_accuracy_selected"] == pytest.approx(1.0)
+    assert accuracy_stats(pl, chosen, None)["pseudo_label_accuracy"] is None
+
+
+def test_save_load_round_trip(tmp_path):
+    pl = _pl([0, 2, 1], [0.7, 0.6, 0.9])
+    pl.save(tmp_path / "p.safetensors", temperature=2.0)
+    back = PseudoLabels.load(tmp_path / "p.safetensors")
+    for a, b in zip((pl.hard, pl.confidence, pl.topk_index, pl.topk_prob),
+                    (back.hard, back.confidence, back.topk_index, back.topk_prob)):
+        assert torch.equal(a, b)

@@ -1,0 +1,81 @@
+"""The training loop: learns, resumes bit-identically, stops cleanly on a non-finite loss."""
+
+import pytest
+import torch
+
+from noisystudent.augment import RandAugment
+from noisystudent.config import TrainConfig
+from noisystudent.data.sources import load_digits
+from noisystudent.evaluate import accuracy
+from noisystudent.models import create_model
+from noisystudent.progress import MetricsLog
+from noisystudent.targets import Targets
+from noisystudent.train import Augmentation, NonFiniteLoss, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    return d.images[:600], d.labels[:600], d.images[1200:], d.labels[1200:]
+
+
+def _fit(images, labels, cfg, seed=0, noise=True, **kw):
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10, 1, drop_rate=0.1, drop_path_rate=0.1)
+    mean, std = torch.tensor([0.3]), torch.tensor([0.4])
+    n_u = 200
+    unl = (images[:n_u], Targets.from_labels(labels[:n_u]))
+    train(model, labeled=(images[n_u:], Targets.from_labels(labels[n_u:])), unlabeled=unl, cfg=cfg,
+          num_classes=10, mean=mean, std=std, seed=seed, progress=False,
+          augmentation=Augmentation(crop_pad=1, randaugment=RandAugment(2, 5) if noise else None), **kw)
+    return model, mean, std
+
+
+def test_training_learns_digits(digits):
+    x, y, xt, yt = digits
+    cfg = TrainConfig(epochs=12, batch_size=32, unlabeled_ratio=1.0, lr=0.05)
+    model, mean, std = _fit(x, y, cfg, noise=False)
+    assert accuracy(model, xt, yt, mean=mean, std=std) > 0.9
+
+
+def test_resume_after_interruption_is_bit_identical(digits, tmp_path):
+    x, y, _, _ = digits
+    cfg = TrainConfig(epochs=3, batch_size=32, unlabeled_ratio=1.0, ema=0.9)
+    ref, _, _ = _fit(x, y, cfg)
+
+    class Interrupt(Exception):
+        pass
+
+    class StopAfter(MetricsLog):
+        def __init__(self, n):
+            super().__init__(None)
+            self.n = n
+
+        def write(self, **record):
+            if record.get("epoch") == self.n:
+                raise Interrupt
+
+    state = tmp_path / "state.safetensors"
+    with pytest.raises(Interrupt):   # dies during epoch 2's bookkeeping: epoch 1's state is on disk
+        _fit(x, y, cfg, state_path=state, metrics=StopAfter(2))
+    assert state.exists()
+    resumed, _, _ = _fit(x, y, cfg, state_path=state)
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_a_different_seed_gives_different_weights(digits):
+    x, y, _, _ = digits
+    cfg = TrainConfig(epochs=1, batch_size=32, unlabeled_ratio=1.0)
+    a, _, _ = _fit(x, y, cfg, seed=0)
+    b, _, _ = _fit(x, y, cfg, seed=1)
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_state(digits, tmp_path):
+    x, y, _, _ = digits
+    state = tmp_path / "state.safetensors"
+    with pytest.raises(NonFiniteLoss, match=r"tag-x: the loss became non-finite .* in epoch 1"):
+        cfg = TrainConfig(epochs=2, batch_size=32, unlabeled_ratio=1.0, lr=1e30, warmup_epochs=0)
+        _fit(x, y, cfg, state_path=state, tag="tag-x")
+    assert not state.exists()  # no state was written for the failed epoch
