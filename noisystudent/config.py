@@ -107,8 +107,10 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
-    teacher: TrainConfig = field(default_factory=TrainConfig)
-    student: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15))
+    # demo defaults: 100 labeled 8x8 digits give 2 steps per teacher epoch; ~1,160 selected
+    # pseudo-labels at 192 per step give 7 steps per student epoch (noised students need long training)
+    teacher: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=200))
+    student: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=80))
     pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 

@@ -32,7 +32,7 @@ from noisystudent.config import Config, diff_keys
 from noisystudent.data.build import Datasets, build_datasets
 from noisystudent.errors import UserError
 from noisystudent.evaluate import evaluate
-from noisystudent.models import count_params, create_model
+from noisystudent.models import count_params, create_model, list_models
 from noisystudent.progress import MetricsLog
 from noisystudent.pseudo_label import PseudoLabels, accuracy_stats, make_targets, predict, select
 from noisystudent.targets import Targets
@@ -64,21 +64,25 @@ class RunResult:
 
 def run(cfg: Config, *, progress: bool = True, force: bool = False) -> RunResult:
     """Run (or continue) the whole pipeline described by `cfg`; returns the per-round summary."""
+    unknown = [n for n in cfg.model.names if n not in list_models()]
+    if unknown:
+        raise UserError(f"model.names: unknown model {unknown[0]!r}; available: {', '.join(list_models())}")
+    device = resolve_device(cfg.device)
     run_dir = Path(cfg.out_dir) / cfg.name
+    _check_run_dir(run_dir, cfg, force)
+    data = build_datasets(cfg.data)  # before the run directory is written: bad input leaves nothing behind
     _claim_run_dir(run_dir, cfg, force)
     handler = _log_to_file(run_dir / "run.log")
     try:
-        return _run(cfg, run_dir, progress)
+        return _run(cfg, run_dir, data, device, progress)
     finally:
         logging.getLogger("noisystudent").removeHandler(handler)
         handler.close()
 
 
-def _run(cfg: Config, run_dir: Path, progress: bool) -> RunResult:
-    device = resolve_device(cfg.device)
-    torch_threads = torch.get_num_threads()
-    log.info("run %s: device %s (%d CPU threads), config hash %s", run_dir, device, torch_threads, cfg.hash())
-    data = build_datasets(cfg.data)
+def _run(cfg: Config, run_dir: Path, data: Datasets, device: torch.device, progress: bool) -> RunResult:
+    log.info("run %s: device %s (%d CPU threads), config hash %s", run_dir, device, torch.get_num_threads(),
+             cfg.hash())
     for note in data.notes:
         log.info(note)
     log.info("data: %s", data.describe())
@@ -234,28 +238,33 @@ def stage_evaluate(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[st
 
 
 # ---- run directory -------------------------------------------------------------------------------------
-def _claim_run_dir(run_dir: Path, cfg: Config, force: bool) -> None:
-    """Create the run directory, or accept it when it holds the same config; `force` starts over.
+def _check_run_dir(run_dir: Path, cfg: Config, force: bool) -> None:
+    """Refuse a run directory that holds another config, naming the changed keys (unless `force`).
 
-    `pipeline.rounds` may change (adding rounds continues a finished run); any other change is refused.
+    `pipeline.rounds` may change: adding rounds continues a finished run.
     """
     cfg_path = run_dir / "config.yaml"
-    if cfg_path.exists() and not force:
-        try:
-            old = Config.from_dict(yaml.safe_load(cfg_path.read_text()) or {}, origin=str(cfg_path)).hash_dict()
-        except UserError:
-            old = None
-        new = cfg.hash_dict()
-        changed = ["(unreadable saved config)"] if old is None else diff_keys(old, new)
-        changed = [key for key in changed if key != "pipeline.rounds"]
-        if changed:
-            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
-            raise UserError(f"{run_dir}: this run directory was made with a different config (changed: {shown}); "
-                            "use --force to start it over, or --name to start a new run")
-    elif force and run_dir.exists():
+    if force or not cfg_path.exists():
+        return
+    try:
+        old = Config.from_dict(yaml.safe_load(cfg_path.read_text()) or {}, origin=str(cfg_path)).hash_dict()
+    except (UserError, yaml.YAMLError):
+        old = None
+    changed = ["(unreadable saved config)"] if old is None else diff_keys(old, cfg.hash_dict())
+    changed = [key for key in changed if key != "pipeline.rounds"]
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        raise UserError(f"{run_dir}: this run directory was made with a different config (changed: {shown}); "
+                        "use --force to start it over, or --name to start a new run")
+
+
+def _claim_run_dir(run_dir: Path, cfg: Config, force: bool) -> None:
+    """Create the run directory (emptied first with `force`) and save the resolved config in it."""
+    _check_run_dir(run_dir, cfg, force)
+    if force and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(cfg_path, cfg.to_yaml().encode())
+    atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
 
 
 def _log_to_file(path: Path) -> logging.Handler:

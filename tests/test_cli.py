@@ -1,0 +1,99 @@
+"""What a user sees: one clear line for bad input, skips counted, results where they are announced."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from noisystudent.cli import main
+from noisystudent.data.sources import load_digits
+
+TINY = ["--set", "teacher.epochs=2", "--set", "student.epochs=1", "--set", "model.names=[resnet8]",
+        "--set", "teacher.batch_size=8", "--set", "student.batch_size=8", "--rounds", "1", "-q"]
+
+
+def one_line_error(capsys, rc):
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("noisystudent: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """labeled/<class>/ (3 classes x 6), unlabeled/ (30 + 1 corrupt), test/<class>/ (3 x 4), from real digits."""
+    d = load_digits()
+    def save(path, i):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(d.images[i, 0].numpy()).resize((16, 16)).save(path)
+    for c in range(3):
+        idx = (d.labels == c).nonzero().squeeze(1).tolist()
+        for j in range(6):
+            save(tmp_path / "labeled" / f"class {c}" / f"{j}.png", idx[j])
+        for j in range(4):
+            save(tmp_path / "test" / f"class {c}" / f"{j}.png", idx[10 + j])
+        for j in range(10):
+            save(tmp_path / "unlabeled" / f"sub{j % 2}" / f"{c}_{j}.png", idx[20 + j])
+    (tmp_path / "unlabeled" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return tmp_path
+
+
+def folder_args(root):
+    return ["--labeled", str(root / "labeled"), "--unlabeled", str(root / "unlabeled"), "--test", str(root / "test"),
+            "--out-dir", str(root / "runs"), "--set", "data.image_size=16"]
+
+
+def test_folder_run_skips_and_counts_an_unreadable_image(folders, capsys, caplog):
+    rc = main(["run", *folder_args(folders), *TINY])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "| round | model |" in out and "results: " in out
+    assert "read 30 images, skipped 1 unreadable" in caplog.text
+    assert (folders / "runs" / "folder-run" / "round-1" / "model.safetensors").exists()
+
+
+def test_strict_makes_an_unreadable_image_an_error(folders, capsys):
+    err = one_line_error(capsys, main(["run", *folder_args(folders), *TINY, "--strict", "--name", "strict"]))
+    assert "broken.png" in err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "teacher.epoch=3"], "unknown config key 'teacher.epoch' (did you mean 'epochs'?)"),
+    (["--set", "teacher.epochs=many"], "teacher.epochs: expected an integer"),
+    (["--set", "model.names=[resnet8, resnet99]"], "unknown model 'resnet99'; available: resnet8"),
+    (["-c", "no/such/config.yaml"], "no/such/config.yaml: cannot read config file"),
+    (["--device", "tpu"], "device: 'tpu' is not one of cpu, cuda, cuda:N, auto"),
+])
+def test_bad_config_is_one_line(tmp_path, capsys, args, expected):
+    err = one_line_error(capsys, main(["run", "--out-dir", str(tmp_path), *args]))
+    assert expected in err
+
+
+def test_missing_and_malformed_directories_are_one_line(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    err = one_line_error(capsys, main(["run", "--labeled", str(missing), "--unlabeled", str(missing),
+                                       "--out-dir", str(tmp_path / "runs")]))
+    assert str(missing) in err
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(flat / "a.png")
+    err = one_line_error(capsys, main(["run", "--labeled", str(flat), "--unlabeled", str(flat),
+                                       "--out-dir", str(tmp_path / "runs")]))
+    assert "no class folders found" in err
+    empty = tmp_path / "empty"
+    (empty / "a").mkdir(parents=True)
+    err = one_line_error(capsys, main(["run", "--labeled", str(empty), "--unlabeled", str(flat),
+                                       "--out-dir", str(tmp_path / "runs")]))
+    assert str(empty) in err
+
+
+def test_models_config_and_help(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet8" in out and "wrn28_2" in out and "308," in out  # resnet8 parameter count
+    assert main(["config", "--set", "teacher.epochs=3", "--rounds", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 3" in out and "rounds: 4" in out
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--help"])
+    assert e.value.code == 0
+    assert "Noisy Student" in capsys.readouterr().out
