@@ -138,3 +138,10 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     for pid, st in rest["scalars"].items():
         state.setdefault(int(pid), {}).update(st)
     opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+    # Saved tensors come back in the standard layout; a buffer shaped like its parameter must take the
+    # parameter's layout (e.g. channels_last), or fused/foreach kernels that walk storage mix elements.
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    opt.state[p][k] = torch.empty_like(p, dtype=v.dtype).copy_(v)

@@ -256,8 +256,14 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True)
+        make = lambda **kw: torch.optim.AdamW(groups, lr=cfg.lr, **kw)  # noqa: E731
+    else:
+        make = lambda **kw: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,  # noqa: E731
+                                            nesterov=cfg.momentum > 0, **kw)
+    try:
+        return make(fused=True)  # one kernel for all parameters (CPU and CUDA)
+    except (RuntimeError, TypeError, ValueError):
+        return make(foreach=True)  # devices without a fused implementation
 
 
 class _Ema:

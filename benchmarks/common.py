@@ -1,0 +1,52 @@
+"""Shared by the benchmark scripts: the machine line and interleaved timing."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+
+import torch
+
+
+def machine_line(device: str = "cpu") -> str:
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else f"{platform.machine()} CPU"
+    return (f"machine: {where}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+            f"python {platform.python_version()}; date {date.today()}")
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int, device: str = "cpu") -> dict[str, float]:
+    """Median seconds of each function, timed in turns (a, b, a, b, ...) so drift hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def synthetic_or_fashion(n: int, size: int, channels: int, seed: int = 0) -> torch.Tensor:
+    """(n, C, size, size) uint8: Fashion-MNIST test images when installed (1 channel, 28x28), else seeded noise
+    smoothed into blobs (so content-dependent ops do realistic work)."""
+    from pathlib import Path
+
+    fm = Path("/usr/share/datasets/fashion-mnist")
+    if channels == 1 and size == 28 and (fm / "t10k-images-idx3-ubyte.gz").exists():
+        from noisystudent.data.sources import load_idx
+
+        images = load_idx(fm, "test").images
+        return images[torch.arange(n) % len(images)].contiguous()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, max(2, size // 4), max(2, size // 4), generator=g)
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return (x * 255).round().to(torch.uint8)

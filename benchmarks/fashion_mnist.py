@@ -1,0 +1,189 @@
+"""Fashion-MNIST benchmark: the paper's findings at small scale, with ablations.
+
+    python benchmarks/fashion_mnist.py --quick                    # reduced protocol, a few minutes
+    python benchmarks/fashion_mnist.py --seeds 0 1 2 --write       # the full protocol (hours on 2 cores)
+    python benchmarks/fashion_mnist.py --rows teacher ns-1 ns-2 ns-3 --seeds 0
+
+Rows (each a run directory under --out-dir, so an interrupted benchmark continues where it stopped):
+  teacher            labeled-only round-0 model
+  oracle             the final student's architecture trained on all 60,000 labels (same noise)
+  ns-1, ns-2, ns-3   Noisy Student rounds 1-3 (configs/fashion_mnist.yaml)
+  no-noise, input-noise-only, model-noise-only, hard-labels, no-threshold, no-balance, equal-student
+                     ablations of round 1 (they reuse the round-0 teacher of the main run)
+  noised-teacher     noised teacher, then noised student (round 1)
+  consistency        consistency training (online KL to the teacher, weight averaging), round 1
+Prints a Markdown table, mean +- std over seeds and wall time per row; `--write` puts it into
+docs/RESULTS.md between the fashion-mnist markers, with the command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine_line
+from noisystudent import Config, run
+from noisystudent.config import TrainConfig
+from noisystudent.data.sources import load_idx
+from noisystudent.evaluate import accuracy
+from noisystudent.models import create_model
+from noisystudent.targets import Targets
+from noisystudent.tensors import channel_stats
+from noisystudent.train import Augmentation, train
+from noisystudent.augment import RandAugment
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
+MAIN = ["teacher", "ns-1", "ns-2", "ns-3"]
+# row -> (overrides of round 1, reuse the main run's teacher)
+ABLATIONS = {
+    "no-noise": (["noise.randaugment=", "noise.dropout=0", "noise.drop_path=0"], True),
+    "input-noise-only": (["noise.dropout=0", "noise.drop_path=0"], True),
+    "model-noise-only": (["noise.randaugment="], True),
+    "hard-labels": (["pseudo.mode=hard"], True),
+    "no-threshold": (["pseudo.threshold=0"], True),
+    "no-balance": (["pseudo.balance=false"], True),
+    "equal-student": (["model.names=[resnet8]"], True),
+    "noised-teacher": (["noise.noise_teacher=true"], False),
+    "consistency": (["pipeline.variant=consistency", "student.ema=0.999", "pseudo.temperature=2"], True),
+}
+ALL_ROWS = MAIN + ["oracle"] + list(ABLATIONS)
+QUICK = ["data.max_unlabeled=5000", "teacher.epochs=30", "student.epochs=1", "teacher.eval_every=0",
+         "student.eval_every=0"]
+MARK_BEGIN, MARK_END = "<!-- fashion-mnist:begin -->", "<!-- fashion-mnist:end -->"
+
+
+def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, tuple[float, float]]:
+    """(test accuracy, seconds) of each requested row for one seed."""
+    res: dict[str, tuple[float, float]] = {}
+    main_cfg = base.with_overrides([f"out_dir={out}", f"name=seed{seed}-main", f"seed={seed}",
+                                    f"data.split_seed={seed}"])
+    if any(r in MAIN for r in rows) or any(ABLATIONS[r][1] for r in rows if r in ABLATIONS):
+        t0 = time.perf_counter()
+        want = max([MAIN.index(r) for r in rows if r in MAIN] + [0])
+        result = run(main_cfg.with_overrides([f"pipeline.rounds={want}"]), progress=False)
+        per_round = _round_seconds(out / main_cfg.name)
+        for k, r in enumerate(result.rows):
+            res[MAIN[k]] = (r["test_accuracy"], per_round.get(k, time.perf_counter() - t0))
+    for name in rows:
+        if name not in ABLATIONS:
+            continue
+        overrides, reuse = ABLATIONS[name]
+        cfg = main_cfg.with_overrides([f"name=seed{seed}-{name}", "pipeline.rounds=1", *overrides])
+        if reuse and not (out / cfg.name / "round-0" / "model.json").exists():
+            (out / cfg.name).mkdir(parents=True, exist_ok=True)
+            shutil.copytree(out / main_cfg.name / "round-0", out / cfg.name / "round-0", dirs_exist_ok=True)
+        result = run(cfg, progress=False)
+        res[name] = (result.rows[-1]["test_accuracy"], _round_seconds(out / cfg.name).get(1, float("nan")))
+    if "oracle" in rows:
+        res["oracle"] = oracle(main_cfg, out / f"seed{seed}-oracle")
+    return res
+
+
+def oracle(cfg: Config, directory: Path) -> tuple[float, float]:
+    """The final student's architecture, trained with the student's noise on all training labels."""
+    done = directory / "result.json"
+    if done.exists():
+        d = json.loads(done.read_text())
+        return d["test_accuracy"], d["seconds"]
+    directory.mkdir(parents=True, exist_ok=True)
+    tr, te = load_idx(cfg.data.dir, "train"), load_idx(cfg.data.dir, "test")
+    if cfg.data.max_unlabeled:  # quick mode: as many images as the students see
+        tr = tr.subset(torch.arange(min(len(tr), cfg.data.max_unlabeled + 10 * cfg.data.labeled_per_class)))
+    mean, std = channel_stats(tr.images)
+    name = cfg.model_for_round(cfg.pipeline.rounds)
+    torch.manual_seed(cfg.seed)
+    model = create_model(name, len(tr.classes), tr.shape[0], cfg.noise.dropout, cfg.noise.drop_path)
+    s = cfg.student
+    # the students' step: batch_size * (1 + unlabeled_ratio) images, for `epochs` passes over the data
+    tcfg = TrainConfig(**{**vars(s), "batch_size": round(s.batch_size * (1 + s.unlabeled_ratio)), "eval_every": 0})
+    aug = Augmentation(cfg.augment.crop_pad, cfg.augment.flip,
+                       RandAugment.from_spec(cfg.noise.randaugment) if cfg.noise.randaugment else None)
+    t0 = time.perf_counter()
+    train(model, labeled=(tr.images, Targets.from_labels(tr.labels)), unlabeled=None, cfg=tcfg,
+          num_classes=len(tr.classes), mean=mean, std=std, augmentation=aug, seed=cfg.seed,
+          state_path=directory / "train_state.safetensors", tag="oracle", progress=False)
+    seconds = time.perf_counter() - t0
+    acc = accuracy(model, te.images, te.labels, mean=mean, std=std)
+    done.write_text(json.dumps({"model": name, "test_accuracy": acc, "seconds": seconds}))
+    return acc, seconds
+
+
+def _round_seconds(run_dir: Path) -> dict[int, float]:
+    """Training seconds per round from metrics.jsonl (sum over epochs)."""
+    out: dict[int, float] = {}
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            stage = rec.get("stage", "")
+            if stage.startswith("round-") and "/" not in stage and "seconds" in rec:
+                k = int(stage.split("-")[1])
+                out[k] = out.get(k, 0.0) + rec["seconds"]
+    return out
+
+
+def table(rows: list[str], per_seed: list[dict[str, tuple[float, float]]]) -> str:
+    lines = ["| row | test accuracy % (mean +- std) | seeds | training time per seed |", "|---|---|---|---|"]
+    for name in rows:
+        accs = [r[name][0] for r in per_seed if name in r]
+        secs = [r[name][1] for r in per_seed if name in r]
+        if not accs:
+            continue
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        lines.append(f"| {name} | {100 * statistics.mean(accs):.2f} +- {100 * sd:.2f} | {len(accs)} | "
+                     f"{statistics.mean(secs) / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    path = ROOT / "docs" / "RESULTS.md"
+    doc = path.read_text()
+    block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
+    if MARK_BEGIN in doc:
+        doc = doc[:doc.index(MARK_BEGIN)] + block + doc[doc.index(MARK_END) + len(MARK_END):]
+    else:
+        doc = doc.rstrip() + "\n\n## Fashion-MNIST (issue 4)\n\n" + block + "\n"
+    path.write_text(doc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rows", nargs="+", default=ALL_ROWS, choices=ALL_ROWS)
+    ap.add_argument("--quick", action="store_true", help="5,000 unlabeled, short training, seed 0 (a few minutes)")
+    ap.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--write", action="store_true", help="write the table into docs/RESULTS.md")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = (QUICK if args.quick else []) + ([f"data.dir={args.data_dir}"] if args.data_dir else []) + args.overrides
+    base = Config.from_yaml(CONFIG).with_overrides(overrides)
+    seeds = [0] if args.quick and args.seeds == [0, 1, 2] else args.seeds
+    out = Path(args.out_dir or ROOT / "runs" / ("bench-fmnist-quick" if args.quick else "bench-fmnist"))
+    t0 = time.perf_counter()
+    per_seed = [row_runs(args.rows, s, base, out) for s in seeds]
+    text = "\n".join([
+        f"- Command: `python benchmarks/fashion_mnist.py {' '.join(sys.argv[1:])}`",
+        f"- {machine_line()}",
+        f"- Config: configs/fashion_mnist.yaml, overrides {overrides or 'none'}; seeds {seeds}",
+        f"- Whole benchmark: {(time.perf_counter() - t0) / 60:.1f} min (rows already on disk are not re-run)",
+        "",
+        table(args.rows, per_seed),
+    ])
+    print(text)
+    if args.write:
+        write_results(text)
+
+
+if __name__ == "__main__":
+    main()
