@@ -28,19 +28,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     (disk full, interruption) leaves the old file in place and no temp file behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):  # disk full, quota, permissions: the old file is intact
+            raise UserError(f"{path}: cannot write ({e.strerror or e}); the previous version is kept") from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -23,14 +23,14 @@ from noisystudent.errors import UserError
 
 @dataclass
 class DataConfig:
-    source: str = "digits"          # digits | idx | folder
-    dir: str = ""                   # idx: directory holding train-*/t10k-* IDX files
+    source: str = "digits"          # digits | idx | cifar | folder
+    dir: str = ""                   # idx: directory of train-*/t10k-* IDX files; cifar: of the python batches
     labeled: str = ""               # folder: DIR/<class>/<image>
     unlabeled: str = ""             # folder: every image under DIR, recursively
     test: str = ""                  # folder: DIR/<class>/<image>; empty = no test set
     channels: int = 1               # 1 = grayscale, 3 = RGB (folders are converted to this)
     image_size: int = 0             # pixels, square; 0 = the source's own size (folders: 32)
-    labeled_per_class: int = 10     # digits/idx: labeled images per class; the rest are unlabeled
+    labeled_per_class: int = 10     # digits/idx/cifar: labeled images per class; the rest are unlabeled
     test_fraction: float = 0.3      # digits only: stratified fraction held out as the test set
     max_unlabeled: int = 0          # keep at most this many unlabeled images (0 = all)
     split_seed: int = 0             # seed of the labeled/unlabeled/test split
@@ -189,7 +189,7 @@ class Config:
 
     # ---- checks -------------------------------------------------------------------------------
     def validate(self) -> None:
-        _choice("data.source", self.data.source, ("digits", "idx", "folder"))
+        _choice("data.source", self.data.source, ("digits", "idx", "cifar", "folder"))
         _choice("data.channels", self.data.channels, (1, 3))
         _choice("pseudo.mode", self.pseudo.mode, ("soft", "hard"))
         _choice("pipeline.variant", self.pipeline.variant, ("noisy_student", "consistency"))
@@ -226,8 +226,8 @@ class Config:
             raise UserError("data.labeled: a folder source needs a labeled directory (--labeled DIR)")
         if self.data.source == "folder" and not self.data.unlabeled:
             raise UserError("data.unlabeled: a folder source needs an unlabeled directory (--unlabeled DIR)")
-        if self.data.source == "idx" and not self.data.dir:
-            raise UserError("data.dir: an idx source needs the directory holding the IDX files (--data-dir DIR)")
+        if self.data.source in ("idx", "cifar") and not self.data.dir:
+            raise UserError(f"data.dir: a {self.data.source} source needs the directory of its files (--data-dir DIR)")
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise UserError(f"device: {self.device!r} is not one of cpu, cuda, cuda:N, auto")
 

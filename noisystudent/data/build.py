@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from noisystudent.config import DataConfig
+from noisystudent.data.cifar import load_cifar
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.sources import load_digits, load_idx, load_image_folder, load_unlabeled_folder
 from noisystudent.data.splits import split_per_class, stratified_fraction
@@ -41,6 +42,8 @@ def build_datasets(cfg: DataConfig) -> Datasets:
         ds = _split_labeled(full.subset(rest_idx), full.subset(test_idx), cfg)
     elif cfg.source == "idx":
         ds = _split_labeled(load_idx(cfg.dir, "train"), load_idx(cfg.dir, "test"), cfg)
+    elif cfg.source == "cifar":
+        ds = _split_labeled(load_cifar(cfg.dir, "train"), load_cifar(cfg.dir, "test"), cfg)
     else:
         ds = _from_folders(cfg)
     if cfg.max_unlabeled and len(ds.unlabeled) > cfg.max_unlabeled:
