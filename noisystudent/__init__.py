@@ -10,5 +10,6 @@ from noisystudent.config import Config
 from noisystudent.errors import UserError
 from noisystudent.models import create_model, list_models
 from noisystudent.pipeline import RunResult, run
+from noisystudent.predict import predict
 
-__all__ = ["Config", "RunResult", "UserError", "create_model", "list_models", "load_model", "run"]
+__all__ = ["Config", "RunResult", "UserError", "create_model", "list_models", "load_model", "predict", "run"]

@@ -27,12 +27,12 @@ examples:
   noisystudent run --set teacher.epochs=5 --set model.names=resnet8,resnet14,resnet20
 
 config keys (see `noisystudent config` for all of them and their values):
-  data.*      source (digits|idx|folder), dir, labeled, unlabeled, test, channels, image_size, ...
+  data.*      source (digits|idx|cifar|folder), dir, labeled, unlabeled, test, channels, image_size, ...
   model.names teacher first, then the student of each round (the last one repeats)
   noise.*     randaugment (e.g. rand-n2-m9), dropout, drop_path, noise_teacher
   teacher.* / student.*   epochs, batch_size, unlabeled_ratio, optimizer, lr, schedule, ema, ...
   pseudo.*    mode (soft|hard), temperature, threshold, balance, per_class, topk
-  pipeline.*  rounds, variant (noisy_student|consistency)
+  pipeline.*  rounds, variant (noisy_student|consistency), report
 """
 
 
@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(cfg)
 
     sub.add_parser("models", help="list the available models with their parameter counts")
+
+    prev = sub.add_parser("augment-preview", help="PNG grid of RandAugment on your images: rows = images, "
+                          "columns = magnitude 0..10", description="Each row draws its ops once; the columns "
+                          "only change the magnitude M, so you see what M means on your own data.")
+    config_args(prev)
+    prev.add_argument("--spec", help="RandAugment spec (default: the config's noise.randaugment)")
+    prev.add_argument("--rows", type=int, default=8, help="labeled images shown (default: 8)")
+    prev.add_argument("-o", "--output", default="augment_preview.png", metavar="PNG", help="default: augment_preview.png")
+    _add_output_parsers(sub)
     return p
 
 
@@ -105,15 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _models()
+        if args.command in OUTPUT_COMMANDS:  # report / predict / export: see the block at the end
+            return OUTPUT_COMMANDS[args.command](args)
         cfg = config_from_args(args)
         if args.command == "config":
             print(cfg.to_yaml(), end="")
             return 0
+        if args.command == "augment-preview":
+            return _augment_preview(cfg, args)
         from noisystudent.pipeline import run
 
         result = run(cfg, progress=not quiet and sys.stderr.isatty(), force=args.force)
         print(result.table())
-        print(f"\nresults: {result.run_dir}/ (summary.md, summary.json, metrics.jsonl, round-*/model.safetensors)")
+        print(f"\nresults: {result.run_dir}/ (report.html, summary.md, metrics.jsonl, round-*/model.safetensors)")
         return 0
     except UserError as e:
         print(f"noisystudent: {e}", file=sys.stderr)
@@ -121,6 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("noisystudent: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+
+
+def _augment_preview(cfg: "Config", args: argparse.Namespace) -> int:
+    from noisystudent.data.build import build_datasets
+    from noisystudent.report import augment_preview
+
+    spec = args.spec or cfg.noise.randaugment
+    if not spec:
+        raise UserError("augment-preview: RandAugment is off (noise.randaugment is empty); give --spec rand-n2-m9")
+    labeled = build_datasets(cfg.data).labeled
+    # the first image of each class, so the rows show different classes
+    rows = [int((labeled.labels == c).nonzero()[0]) for c in labeled.labels.unique().tolist()][:args.rows]
+    names = [labeled.classes[int(labeled.labels[i])] for i in rows]
+    print(augment_preview(labeled.images[rows], spec, args.output, seed=cfg.seed, row_labels=names))
+    return 0
 
 
 def _models() -> int:
@@ -144,6 +172,67 @@ def _version() -> str:
         return version("noisystudent")
     except PackageNotFoundError:
         return "unknown"
+
+
+# ---- report / predict / export: what users see after a run --------------------------------------------
+def _add_output_parsers(sub: argparse._SubParsersAction) -> None:
+    """Parsers of the `report`, `predict` and `export` commands."""
+    rep = sub.add_parser("report", help="write RUN_DIR/report.html: accuracy, curves, pseudo-labels, images")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="a run directory, e.g. runs/digits-demo")
+    rep.add_argument("--no-tensorboard", action="store_true", help="do not write RUN_DIR/tensorboard/ event files")
+
+    pred = sub.add_parser("predict", help="classify image files with a checkpoint",
+                          description="Print the top classes of each image (folders: every image under them). "
+                                      "Exit status 1 when some image could not be read.")
+    pred.add_argument("checkpoint", metavar="CKPT", help="a model checkpoint, e.g. runs/digits-demo/round-2/model.safetensors")
+    pred.add_argument("images", metavar="IMAGE_OR_DIR", nargs="+", help="image files and/or folders")
+    pred.add_argument("--topk", type=int, default=5, help="classes shown per image (default: 5)")
+    pred.add_argument("--json", action="store_true", help="print JSON instead of text")
+    pred.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
+
+    exp = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript and check it against PyTorch",
+                         description="The exported model takes float32 pixels in [0, 1], shape (batch, C, H, W), "
+                                     "and returns logits; a JSON file beside it names the classes.")
+    exp.add_argument("checkpoint", metavar="CKPT", help="a model checkpoint (.safetensors)")
+    exp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
+    exp.add_argument("-o", "--output", metavar="PATH", help="output file (default: beside CKPT, .onnx or .pt)")
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from noisystudent.report import build_report
+
+    print(build_report(args.run_dir, tensorboard=not args.no_tensorboard))
+    return 0
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    import json
+
+    from noisystudent.predict import format_text, predict
+
+    results = predict(args.checkpoint, args.images, topk=args.topk, device=args.device)
+    print(json.dumps(results, indent=2) if args.json else format_text(results))
+    return 1 if any("error" in r for r in results) else 0
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    from noisystudent.export import check_export, export, run_images
+
+    out = export(args.checkpoint, args.output, format=args.format)
+    print(f"wrote {out} (classes and input format in {out.name}.json)")
+    images, where = run_images(args.checkpoint)
+    if images is None:
+        where = f"16 random inputs ({where})"
+    try:
+        agreement = check_export(out, args.checkpoint, images)
+    except UserError as e:
+        print(f"not checked against PyTorch: {e}")
+        return 0
+    print(f"top-1 agreement with PyTorch on {where}: {100 * agreement:.2f}%")
+    return 0
+
+
+OUTPUT_COMMANDS = {"report": _report_command, "predict": _predict_command, "export": _export_command}
 
 
 if __name__ == "__main__":

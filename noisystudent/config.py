@@ -95,6 +95,7 @@ class PseudoLabelConfig:
 class PipelineConfig:
     rounds: int = 2                 # noisy-student rounds after the round-0 teacher
     variant: str = "noisy_student"  # noisy_student | consistency (online KL to the teacher)
+    report: bool = True             # write report.html (+ plots, TensorBoard scalars) at the end
 
 
 @dataclass

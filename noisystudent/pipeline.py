@@ -8,7 +8,7 @@
     runs/<name>/round-k/model.safetensors    student of round k (the teacher of round k+1)
     runs/<name>/round-k/eval.json            test metrics
     runs/<name>/round-k/train_state.safetensors   resumable state while training (removed when done)
-    runs/<name>/metrics.jsonl, run.log, summary.json, summary.md
+    runs/<name>/metrics.jsonl, run.log, summary.json, summary.md, report.html (+ plots/, tensorboard/)
 
 A stage whose output exists is skipped, so re-running the same command continues where it stopped.
 """
@@ -99,6 +99,10 @@ def _run(cfg: Config, run_dir: Path, data: Datasets, device: torch.device, progr
         result.rows.append(row)
         write_json(run_dir / "summary.json", {"config_hash": cfg.hash(), "rounds": result.rows})
     atomic_write_bytes(run_dir / "summary.md", (result.table() + "\n").encode())
+    if cfg.pipeline.report:
+        from noisystudent.report import build_report
+
+        log.info("report: %s", build_report(run_dir))
     return result
 
 

@@ -97,3 +97,15 @@ def test_models_config_and_help(capsys):
         main(["run", "--help"])
     assert e.value.code == 0
     assert "Noisy Student" in capsys.readouterr().out
+
+
+def test_augment_preview_writes_a_png(tmp_path, capsys):
+    from PIL import Image
+
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "preview.png"
+    assert main(["augment-preview", "--rows", "3", "-o", str(out), "--spec", "rand-n1-m5"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert Image.open(out).size[0] > Image.open(out).size[1] > 0  # 11 magnitude columns, 3 rows
+    err = one_line_error(capsys, main(["augment-preview", "-o", str(out), "--set", "noise.randaugment="]))
+    assert "RandAugment is off" in err

@@ -11,7 +11,7 @@ from noisystudent.evaluate import accuracy
 
 TINY = ["teacher.epochs=3", "student.epochs=1", "model.names=[resnet8]", "data.max_unlabeled=150",
         "data.labeled_per_class=5", "teacher.batch_size=25", "student.batch_size=16", "pipeline.rounds=2",
-        "teacher.eval_every=0", "student.eval_every=0"]
+        "teacher.eval_every=0", "student.eval_every=0", "pipeline.report=false"]
 
 
 def tiny(tmp_path, *extra):
