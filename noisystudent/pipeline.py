@@ -131,6 +131,9 @@ def _round(ctx: _Context, k: int) -> dict[str, Any]:
     if k > 0:
         teacher, _ = load_model(ctx.run_dir / f"round-{k - 1}" / "model.safetensors", ctx.device)
         pl, chosen, selection = stage_pseudo_label(ctx, rdir, teacher)
+        if len(chosen) == 0 and cfg.pipeline.variant != "consistency":
+            log.warning("round %d: no pseudo-label passed the threshold %.2f; the student trains on the labeled "
+                        "images only (lower pseudo.threshold or train the teacher longer)", k, cfg.pseudo.threshold)
         if cfg.pipeline.variant == "consistency":
             unlabeled = (ctx.data.unlabeled.images, None)
         else:

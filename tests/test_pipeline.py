@@ -89,3 +89,10 @@ def test_smaller_student_warns(tmp_path, caplog):
     cfg = tiny(tmp_path, "pipeline.rounds=1", "model.names=[resnet14, resnet8]", "teacher.epochs=1")
     run(cfg, progress=False)
     assert "smaller than its teacher" in caplog.text
+
+
+def test_no_pseudo_label_passing_the_threshold_warns(tmp_path, caplog):
+    cfg = tiny(tmp_path, "pipeline.rounds=1", "teacher.epochs=1", "pseudo.threshold=0.9999")
+    result = run(cfg, progress=False)
+    assert result.rows[1]["pseudo_labels_kept"] == 0
+    assert "no pseudo-label passed the threshold 1.00; the student trains on the labeled images only" in caplog.text
