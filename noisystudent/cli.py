@@ -69,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the available models with their parameter counts")
 
+    ev = sub.add_parser("evaluate", help="test accuracy (and robustness) of a saved model",
+                        description="Evaluate CKPT on --test DIR (class folders), on the test set of -c CONFIG, "
+                                    "or on the test set of the run directory CKPT lies in.")
+    ev.add_argument("checkpoint", metavar="CKPT", help="e.g. runs/digits-demo/round-2/model.safetensors")
+    ev.add_argument("--test", metavar="DIR", help="test images, DIR/<class>/<image>")
+    ev.add_argument("-c", "--config", metavar="FILE", help="take the test set from this config")
+    ev.add_argument("--robustness", action="store_true",
+                    help="also 15 corruptions x 5 severities (mCE), flip rates and FGSM accuracy")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
+    ev.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
     prev = sub.add_parser("augment-preview", help="PNG grid of RandAugment on your images: rows = images, "
                           "columns = magnitude 0..10", description="Each row draws its ops once; the columns "
                           "only change the magnitude M, so you see what M means on your own data.")
@@ -114,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _models()
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command in OUTPUT_COMMANDS:  # report / predict / export: see the block at the end
             return OUTPUT_COMMANDS[args.command](args)
         cfg = config_from_args(args)
@@ -134,6 +147,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("noisystudent: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from noisystudent.config import Config
+    from noisystudent.evaluate import evaluate_checkpoint
+
+    cfg = Config.from_yaml(args.config) if args.config else None
+    r = evaluate_checkpoint(args.checkpoint, test_dir=args.test, config=cfg, robustness=args.robustness,
+                            device=args.device)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"{r['checkpoint']}: test accuracy {100 * r['accuracy']:.2f}% on {r['n']:,} images")
+    rob = r.get("robustness")
+    if rob:
+        rel = "" if rob["relative_mce"] is None else f", relative mCE {rob['relative_mce']:.3f} (vs round 0)"
+        print(f"mean corruption error {100 * rob['mce']:.2f}%{rel}")
+        print("flip rate: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in rob["flip_rate"].items()))
+        print("FGSM accuracy: " + ", ".join(f"eps {e}/255 {100 * a:.2f}%" for e, a in rob["fgsm_accuracy"].items()))
+        print("error by corruption: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in rob["corruption_error"].items()))
+    return 0
 
 
 def _augment_preview(cfg: "Config", args: argparse.Namespace) -> int:

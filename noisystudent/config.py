@@ -96,6 +96,7 @@ class PipelineConfig:
     rounds: int = 2                 # noisy-student rounds after the round-0 teacher
     variant: str = "noisy_student"  # noisy_student | consistency (online KL to the teacher)
     report: bool = True             # write report.html (+ plots, TensorBoard scalars) at the end
+    robustness: bool = True         # per round: 15 corruptions x 5 severities, flip rate, FGSM on the test set
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,3 +36,44 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
         "confusion": conf.tolist(),
         "n": len(labels),
     }
+
+
+def evaluate_checkpoint(checkpoint: str | Path, *, test_dir: str | Path | None = None, config: Any = None,
+                        robustness: bool = False, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """Evaluate a saved model on test images: a folder of class folders (`test_dir`), or the test set of
+    `config` (a Config), or of the run directory the checkpoint lies in. With `robustness`, add the
+    corruption / flip-rate / FGSM report (relative mCE against the run's round-0 teacher when known)."""
+    from noisystudent.checkpoint import load_model, read_json
+    from noisystudent.config import Config
+    from noisystudent.data.build import build_datasets
+    from noisystudent.data.sources import load_image_folder
+    from noisystudent.errors import UserError
+
+    path = Path(checkpoint)
+    model, meta = load_model(path, device)
+    inp = meta["input"]
+    run_dir = path.parent.parent if (path.parent.parent / "config.yaml").exists() else None
+    if test_dir is not None:
+        test, _ = load_image_folder(test_dir, channels=inp["channels"], size=(inp["height"], inp["width"]),
+                                    classes=meta["classes"])
+    else:
+        if config is None and run_dir is None:
+            raise UserError(f"{path}: not inside a run directory; give the test images (--test DIR) or a config (-c)")
+        cfg = config if config is not None else Config.from_yaml(run_dir / "config.yaml")
+        test = build_datasets(cfg.data).test
+        if test is None:
+            raise UserError("the config has no test set; give --test DIR")
+    if tuple(test.shape) != (inp["channels"], inp["height"], inp["width"]):
+        raise UserError(f"test images are {tuple(test.shape)} but {path.name} expects "
+                        f"{(inp['channels'], inp['height'], inp['width'])}; set data.image_size / data.channels")
+    mean, std = torch.tensor(inp["mean"]), torch.tensor(inp["std"])
+    out = {"checkpoint": str(path), **evaluate(model, test.images, test.labels, len(meta["classes"]),
+                                                mean=mean, std=std, device=device)}
+    if robustness:
+        from noisystudent.robustness import robustness_report
+
+        base = run_dir / "round-0" / "robustness.json" if run_dir is not None else None
+        baseline = read_json(base) if base is not None and base.exists() else None
+        out["robustness"] = robustness_report(model, test.images, test.labels, mean=mean, std=std, device=device,
+                                              seed=seed, baseline=baseline)
+    return out

@@ -7,6 +7,7 @@
     runs/<name>/round-k/selected.safetensors indices of the selected images (repeats = duplicates)
     runs/<name>/round-k/model.safetensors    student of round k (the teacher of round k+1)
     runs/<name>/round-k/eval.json            test metrics
+    runs/<name>/round-k/robustness.json      corruption errors, mCE, relative mCE, flip rates, FGSM accuracy
     runs/<name>/round-k/train_state.safetensors   resumable state while training (removed when done)
     runs/<name>/metrics.jsonl, run.log, summary.json, summary.md, report.html (+ plots/, tensorboard/)
 
@@ -49,12 +50,21 @@ class RunResult:
 
     def table(self) -> str:
         """Markdown table: one row per round."""
+        rob = any(r.get("mce") is not None for r in self.rows)
         head = "| round | model | params | pseudo-labels kept | pseudo-label acc. | test acc. |"
-        lines = [head, "|---|---|---:|---:|---:|---:|"]
+        rule = "|---|---|---:|---:|---:|---:|"
+        if rob:
+            head += " mCE | rel. mCE | flip rate (translate) | FGSM 4/255 acc. |"
+            rule += "---:|---:|---:|---:|"
+        lines = [head, rule]
         for r in self.rows:
             kept = "-" if r["pseudo_labels_kept"] is None else f"{r['pseudo_labels_kept']:,}"
-            lines.append(f"| {r['round']} | {r['model']} | {r['params']:,} | {kept} | "
-                         f"{_pct(r['pseudo_label_accuracy'])} | {_pct(r['test_accuracy'])} |")
+            line = (f"| {r['round']} | {r['model']} | {r['params']:,} | {kept} | "
+                    f"{_pct(r['pseudo_label_accuracy'])} | {_pct(r['test_accuracy'])} |")
+            if rob and r.get("mce") is not None:
+                line += (f" {_pct(r['mce'])} | {r['relative_mce']:.3f} | {_pct(r['flip_rate'].get('translate'))} |"
+                         f" {_pct(r['fgsm_accuracy'].get('4'))} |")
+            lines.append(line)
         return "\n".join(lines)
 
     @property
@@ -141,6 +151,7 @@ def _round(ctx: _Context, k: int) -> dict[str, Any]:
             teacher = None  # offline pseudo-labels: the teacher is not needed while training
     model = stage_train(ctx, rdir, k, unlabeled, teacher)
     ev = stage_evaluate(ctx, rdir, model)
+    rob = stage_robustness(ctx, rdir, model) if cfg.pipeline.robustness else None
     return {
         "round": k,
         "model": cfg.model_for_round(k),
@@ -150,6 +161,10 @@ def _round(ctx: _Context, k: int) -> dict[str, Any]:
         "pseudo_label_accuracy_selected": None if selection is None else selection["pseudo_label_accuracy_selected"],
         "per_class_after_balance": None if selection is None else selection["per_class_after"],
         "test_accuracy": None if ev is None else ev["accuracy"],
+        "mce": None if rob is None else rob["mce"],
+        "relative_mce": None if rob is None else rob["relative_mce"],
+        "flip_rate": None if rob is None else rob["flip_rate"],
+        "fgsm_accuracy": None if rob is None else rob["fgsm_accuracy"],
     }
 
 
@@ -242,6 +257,31 @@ def stage_evaluate(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[st
     write_json(path, ev)
     ctx.metrics.write(stage=f"{rdir.name}/evaluate", test_accuracy=ev["accuracy"], n=ev["n"])
     return ev
+
+
+def stage_robustness(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, Any] | None:
+    """Corruption errors, mCE, relative mCE (normalised by the round-0 teacher), flip rates and FGSM
+    accuracy on the test set; the corruptions are seeded, so every round sees the same corrupted images."""
+    from noisystudent.robustness import robustness_report
+
+    test = ctx.data.test
+    if test is None:
+        return None
+    path = rdir / "robustness.json"
+    if path.exists():
+        return read_json(path)
+    base_path = ctx.run_dir / "round-0" / "robustness.json"
+    baseline = read_json(base_path) if base_path.exists() and rdir.name != "round-0" else None
+    rob = robustness_report(model, test.images, test.labels, mean=ctx.mean, std=ctx.std, device=ctx.device,
+                            seed=ctx.cfg.data.split_seed, baseline=baseline)
+    if baseline is None:  # the teacher is its own reference
+        rob["relative_mce"] = 1.0
+    write_json(path, rob)
+    ctx.metrics.write(stage=f"{rdir.name}/robustness", mce=rob["mce"], relative_mce=rob["relative_mce"],
+                      flip_rate=rob["flip_rate"], fgsm_accuracy=rob["fgsm_accuracy"])
+    log.info("%s: mCE %s, relative mCE %.3f, flip rate %s", rdir.name, _pct(rob["mce"]), rob["relative_mce"],
+             ", ".join(f"{k} {100 * v:.2f}%" for k, v in rob["flip_rate"].items()))
+    return rob
 
 
 # ---- run directory -------------------------------------------------------------------------------------

@@ -109,3 +109,20 @@ def test_augment_preview_writes_a_png(tmp_path, capsys):
     assert Image.open(out).size[0] > Image.open(out).size[1] > 0  # 11 magnitude columns, 3 rows
     err = one_line_error(capsys, main(["augment-preview", "-o", str(out), "--set", "noise.randaugment="]))
     assert "RandAugment is off" in err
+
+
+def test_evaluate_a_checkpoint_with_robustness(tmp_path, capsys):
+    import json
+
+    assert main(["run", "--out-dir", str(tmp_path), "--name", "ev", *TINY, "--rounds", "0",
+                 "--set", "pipeline.report=false", "--set", "pipeline.robustness=false"]) == 0
+    capsys.readouterr()
+    ckpt = tmp_path / "ev" / "round-0" / "model.safetensors"
+    assert main(["evaluate", str(ckpt), "--robustness", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    recorded = json.loads((tmp_path / "ev" / "round-0" / "eval.json").read_text())["accuracy"]
+    assert r["accuracy"] == pytest.approx(recorded)
+    assert len(r["robustness"]["corruption_error"]) == 15
+    assert r["robustness"]["fgsm_accuracy"]["1"] <= r["robustness"]["clean_accuracy"] + 1e-9
+    err = one_line_error(capsys, main(["evaluate", str(tmp_path / "nope.safetensors")]))
+    assert "nope" in err

@@ -11,7 +11,7 @@ from noisystudent.evaluate import accuracy
 
 TINY = ["teacher.epochs=3", "student.epochs=1", "model.names=[resnet8]", "data.max_unlabeled=150",
         "data.labeled_per_class=5", "teacher.batch_size=25", "student.batch_size=16", "pipeline.rounds=2",
-        "teacher.eval_every=0", "student.eval_every=0", "pipeline.report=false"]
+        "teacher.eval_every=0", "student.eval_every=0", "pipeline.report=false", "pipeline.robustness=false"]
 
 
 def tiny(tmp_path, *extra):
@@ -96,3 +96,18 @@ def test_no_pseudo_label_passing_the_threshold_warns(tmp_path, caplog):
     result = run(cfg, progress=False)
     assert result.rows[1]["pseudo_labels_kept"] == 0
     assert "no pseudo-label passed the threshold 1.00; the student trains on the labeled images only" in caplog.text
+
+
+def test_robustness_per_round_is_normalised_by_the_teacher(tmp_path):
+    cfg = tiny(tmp_path, "pipeline.rounds=1", "pipeline.robustness=true")
+    result = run(cfg, progress=False)
+    r0, r1 = result.rows
+    assert r0["relative_mce"] == 1.0 and 0.0 <= r0["mce"] <= 1.0
+    rob1 = json.loads((tmp_path / cfg.name / "round-1" / "robustness.json").read_text())
+    rob0 = json.loads((tmp_path / cfg.name / "round-0" / "robustness.json").read_text())
+    expected = sum(rob1["corruption_error"][c] / rob0["corruption_error"][c] for c in rob0["corruption_error"]
+                   if c not in rob1.get("relative_mce_skipped", [])) / (len(rob0["corruption_error"]) -
+                                                                       len(rob1.get("relative_mce_skipped", [])))
+    assert r1["relative_mce"] == pytest.approx(expected)
+    assert set(r1["flip_rate"]) == {"translate", "noise"} and set(r1["fgsm_accuracy"]) == {"1", "2", "4", "8"}
+    assert "rel. mCE" in result.table()

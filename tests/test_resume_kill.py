@@ -38,7 +38,7 @@ print(json.dumps(counts))
 
 TINY = ["teacher.epochs=3", "student.epochs=2", "model.names=[resnet8]", "data.max_unlabeled=120",
         "data.labeled_per_class=4", "teacher.batch_size=20", "student.batch_size=10", "pipeline.rounds=2",
-        "teacher.eval_every=0", "student.eval_every=0", "student.ema=0.5", "pipeline.report=false"]
+        "teacher.eval_every=0", "student.eval_every=0", "student.ema=0.5", "pipeline.report=false", "pipeline.robustness=false"]
 OUTPUTS = ["round-0/model.safetensors", "round-1/pseudo_labels.safetensors", "round-1/selected.safetensors",
            "round-1/model.safetensors", "round-2/pseudo_labels.safetensors", "round-2/model.safetensors"]
 

@@ -205,8 +205,8 @@ def _load_data(config: Any, notes: list[str]) -> Any:
 
 
 def corruption_errors(robustness: dict[str, Any]) -> dict[str, float]:
-    """Error per corruption type from a robustness.json; a list or dict (e.g. per severity) is averaged."""
-    by_type = robustness.get("corruption_errors_by_type") or {}
+    """Error per corruption type (mean over severities) from a robustness.json."""
+    by_type = robustness.get("corruption_error") or {}
     out = {}
     for name, value in by_type.items() if isinstance(by_type, dict) else ():
         v = as_error(value)
