@@ -22,10 +22,11 @@ import torch
 from noisystudent import Config, run
 
 
-def mean_std(xs: list[float]) -> str:
+def mean_std(xs: list[float], percent: bool = True) -> str:
+    k = 100 if percent else 1
     m = statistics.mean(xs)
     s = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{100 * m:.2f} +- {100 * s:.2f}"
+    return f"{k * m:.2f} +- {k * s:.2f}" if percent else f"{m:.3f} +- {s:.3f}"
 
 
 def main() -> None:
@@ -49,12 +50,15 @@ def main() -> None:
     rows = per_seed[0]
     print(f"\nmachine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
           f"date {date.today()}; seeds {args.seeds}; overrides {args.overrides or 'none'}")
-    print("\n| round | model | test accuracy % (mean +- std) | pseudo-label accuracy % |")
-    print("|---|---|---|---|")
+    print("\n| round | model | test accuracy % | pseudo-label accuracy % | mCE % | relative mCE | "
+          "flip rate (translate) % |")
+    print("|---|---|---|---|---|---|---|")
     for k, r in enumerate(rows):
-        acc = mean_std([rs[k]["test_accuracy"] for rs in per_seed])
-        pla = "-" if r["pseudo_label_accuracy"] is None else mean_std([rs[k]["pseudo_label_accuracy"] for rs in per_seed])
-        print(f"| {k} | {r['model']} | {acc} | {pla} |")
+        def col(key: str, sub: str | None = None, percent: bool = True) -> str:
+            vals = [rs[k][key] if sub is None else rs[k][key][sub] for rs in per_seed if rs[k].get(key) is not None]
+            return "-" if not vals else mean_std(vals, percent)
+        print(f"| {k} | {r['model']} | {col('test_accuracy')} | {col('pseudo_label_accuracy')} | {col('mce')} | "
+              f"{col('relative_mce', percent=False)} | {col('flip_rate', sub='translate')} |")
     print(f"\nwall time per seed: {statistics.mean(seconds):.0f} s (max {max(seconds):.0f} s)")
     gains = [rs[-1]["test_accuracy"] - rs[0]["test_accuracy"] for rs in per_seed]
     print(f"final student - teacher (points): {mean_std(gains)}")

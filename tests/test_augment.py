@@ -1,26 +1,49 @@
-"""Tests for noisystudent.augment: the batched ops, RandAugment, spec strings and crop/flip."""
+"""Tests for noisystudent.augment: the batched ops, RandAugment, spec strings and crop/flip.
+
+The per-image PIL RandAugment in benchmarks/pil_randaugment.py (shared with benchmarks/augment.py)
+is the reference: every op must give PIL's result pixel for pixel (the four ImageEnhance ops, which
+PIL computes in float32, within PIL_MAX_TOL).
+"""
 
 from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageEnhance, ImageOps
 
 from noisystudent.augment import OPS, RandAugment, parse_randaugment_spec, random_crop_flip
 from noisystudent.augment import ops as O
+from noisystudent.augment import randaugment as R
 from noisystudent.errors import UserError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SIZES = [8, 28, 32]
 CHANNELS = [1, 3]
 PIXEL_OPS_WITHOUT_STRENGTH = ("identity", "autocontrast", "equalize")
+ENHANCE_OPS = ("color", "contrast", "brightness", "sharpness")
 
-# PIL agreement: mean |ours - PIL| in gray levels (0..255) and the largest single difference.
+# PIL agreement of the ImageEnhance ops (float32 blends: an FMA on either side may move a value
+# across an integer): mean |ours - PIL| in gray levels (0..255) and the largest single difference.
+# Every other op must match exactly; on x86-64 the enhance ops match exactly too.
 PIL_MEAN_TOL = 0.01
 PIL_MAX_TOL = 1
-PIL_ROTATE_MEAN_TOL = 0.05  # arbitrary angles: float32 vs PIL's float64 sampling positions
+
+
+def _load_pil_reference():
+    """benchmarks/pil_randaugment.py, the PIL reference shared with the benchmark."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pil_randaugment.py"
+    spec = importlib.util.spec_from_file_location("pil_randaugment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pil = _load_pil_reference()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -33,10 +56,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def images(b: int, c: int, size: int, seed: int = 0, device: str = "cpu", low: int = 20, high: int = 231):
-    """(b, c, size, size) uint8 random non-constant images with values in [low, high)."""
+def images(b: int, c: int, size: int | tuple[int, int], seed: int = 0, device: str = "cpu", low: int = 20,
+           high: int = 231):
+    """(b, c, H, W) uint8 random non-constant images with values in [low, high); size is H = W or (H, W)."""
+    h, w = (size, size) if isinstance(size, int) else size
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(low, high, (b, c, size, size), generator=g, dtype=torch.uint8).to(device)
+    return torch.randint(low, high, (b, c, h, w), generator=g, dtype=torch.uint8).to(device)
 
 
 def gen(seed: int, device: str = "cpu") -> torch.Generator:
@@ -45,6 +70,10 @@ def gen(seed: int, device: str = "cpu") -> torch.Generator:
 
 def mags(b: int, value: float, device: str = "cpu") -> torch.Tensor:
     return torch.full((b,), float(value), device=device)
+
+
+def alternating_signs(b: int) -> torch.Tensor:
+    return torch.tensor([1.0, -1.0]).repeat((b + 1) // 2)[:b]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -93,17 +122,21 @@ def test_every_op_changes_the_image_at_magnitude_10(size, c):
 def test_magnitude_endpoints():
     x = images(8, 3, 16, low=0, high=256)
     m10 = mags(8, 10.0)
-    assert torch.equal(O.solarize(x, m10), 255 - x)  # threshold 0: everything inverted
-    assert torch.equal(O.solarize(x, mags(8, 5.0)), torch.where(x >= 128, 255 - x, x))
-    assert torch.equal(O.posterize(x, m10), x & 0xF0)  # 4 bits kept
-    assert torch.equal(O.posterize(x, mags(8, 5.0)), x & 0xFC)  # 8 - floor(2.0) = 6 bits kept
+    op = O.OP_FUNCS
+    assert torch.equal(op["solarize"](x, m10), 255 - x)  # threshold 0: everything inverted
+    assert torch.equal(op["solarize"](x, mags(8, 5.0)), torch.where(x >= 128, 255 - x, x))
+    assert torch.equal(op["posterize"](x, m10), x & 0xF0)  # 4 bits kept
+    assert torch.equal(op["posterize"](x, mags(8, 5.0)), x & 0xFC)  # 8 - floor(2.0) = 6 bits kept
     # cutout at 10: an 8x8 gray square (0.5 of 16), clipped at the border.
-    out = O.cutout(x, m10, gen(0))
+    out = op["cutout"](x, m10, gen(0))
     filled = (out != x).any(1).flatten(1).sum(1)  # (8,) changed pixels
     assert (filled <= 64).all() and (filled > 0).all()
     assert (out[out != x] == O.FILL).all()
+    # the signed strengths of the geometric kinds: rotate 30 degrees, translate_x 0.45 of the width
+    kind = torch.tensor([O.GEOMETRIC_KINDS.index("rotate"), O.GEOMETRIC_KINDS.index("translate_x")])
+    assert O.geometric_value(kind, mags(2, 10.0), torch.tensor([1.0, -1.0])).tolist() == [30.0, -0.45]
     # brightness factor is 1 +- 0.9: mean brightness goes to ~0.1x or ~1.9x (clipped)
-    ratio = O.brightness(x, m10, gen(0)).float().mean((1, 2, 3)) / x.float().mean((1, 2, 3))
+    ratio = op["brightness"](x, m10, gen(0)).float().mean((1, 2, 3)) / x.float().mean((1, 2, 3))
     assert ((ratio - 0.1).abs() < 0.02).logical_or(ratio > 1.3).all()
 
 
@@ -115,71 +148,139 @@ def test_rotate_direction_and_translate_pixels():
     assert torch.equal(O.rotate_by(x, mags(2, 180.0)), torch.rot90(x, 2, dims=(2, 3)))
     # translate_x by +0.25 of 8 px: the output samples 2 px to the right; gray comes in.
     kind = torch.full((2,), O.GEOMETRIC_KINDS.index("translate_x"))
-    out = O.affine(x, O.geometric_matrix(kind, mags(2, 0.25), 8, 8))
+    out = O.geometric(x, kind, mags(2, 0.25))
     assert torch.equal(out[..., :6], x[..., 2:])
     assert (out[..., 6:] == O.FILL).all()
+    # shear_x about the centre row: that row stays, the others shift sideways.
+    kind = torch.full((2,), O.GEOMETRIC_KINDS.index("shear_x"))
+    out = O.geometric(x, kind, mags(2, 0.25))
+    assert torch.equal(out[:, :, 4], x[:, :, 4]) and not torch.equal(out, x)
+
+
+def test_every_geometric_value_and_magnitude_0_keep_the_image_exactly():
+    x = images(5, 3, (9, 14), low=0, high=256)
+    kind = torch.arange(5)
+    for value in (0.0, -0.0):
+        assert torch.equal(O.geometric(x, kind, mags(5, value)), x)
+    assert torch.equal(O.rotate_by(x, mags(5, 360.0)), x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_in_place_output_equals_a_new_tensor(device):
+    """Every op may write into its input (RandAugment does): same result as into a new tensor."""
+    for shape in ((6, 1, 28, 28), (6, 3, 13, 10), (6, 3, 2, 2)):
+        x = images(shape[0], shape[1], shape[2:], seed=3, device=device, low=0, high=256)
+        b, _, h, w = x.shape
+        params = O.sample_params(torch.rand(b, device=device) * 10, alternating_signs(b).to(device),
+                                 torch.randint(0, h, (b, 2), device=device), torch.arange(b, device=device) % 5, h, w)
+        for name, op in O.PIXEL_OPS.items():
+            y = x.clone()
+            assert op(y, params, out=y).data_ptr() == y.data_ptr()
+            assert torch.equal(y, op(x, params)), name
+        coeffs = O.geometric_coeffs(torch.arange(b, device=device) % 5, params[:, O.P_VALUE], h, w)
+        terms = O.affine_terms(coeffs, h, w)
+        y = x.clone()
+        O.resample(y, *terms, out=y)
+        assert torch.equal(y, O.resample(x, *terms))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_row_shifts_equal_the_general_resampling(device):
+    """shift_rows (translations, shear_x) == resample, also beyond RandAugment's strengths."""
+    for h, w, c in ((28, 28, 1), (31, 24, 3), (5, 3, 3), (1, 1, 1)):
+        x = images(60, c, (h, w), seed=h, device=device, low=0, high=256)
+        kind = torch.tensor([O.GEOMETRIC_KINDS.index(k) for k in O.SHIFT_KINDS], device=device).repeat(20)
+        value = (torch.rand(60, dtype=torch.float64, generator=gen(h)) - 0.5).to(device) * 3
+        terms = O.affine_terms(O.geometric_coeffs(kind, value, h, w), h, w)
+        expected = O.resample(x, *terms)
+        assert torch.equal(O.shift_rows(x, *terms), expected)
+        y = x.clone()
+        O.shift_rows(y, *terms, out=y)
+        assert torch.equal(y, expected)
 
 
 # ------------------------------------------------------------------------------------------------
-# Agreement with PIL
+# Agreement with the PIL reference
 # ------------------------------------------------------------------------------------------------
 
 
-def to_pil(img: torch.Tensor) -> Image.Image:
-    a = img.permute(1, 2, 0).numpy()
-    return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) uint8 -> (B, H, W, C) uint8 numpy."""
+    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def from_pil(im: Image.Image) -> torch.Tensor:
-    a = np.asarray(im)
-    return torch.from_numpy((a[:, :, None] if a.ndim == 2 else a).copy()).permute(2, 0, 1)
+def pil_op(x: torch.Tensor, name: str, mag: torch.Tensor, sign: torch.Tensor, centre: torch.Tensor) -> np.ndarray:
+    """The PIL reference op on each image: (B, H, W, C) uint8."""
+    return np.stack([
+        pil.from_pil(pil.apply_op(pil.to_pil(a), name, float(mag[i]), float(sign[i]), tuple(centre[i].tolist())))
+        for i, a in enumerate(to_numpy(x))
+    ])
 
 
-def pil_batch(x: torch.Tensor, fn) -> torch.Tensor:
-    return torch.stack([from_pil(fn(to_pil(img), i)) for i, img in enumerate(x)])
-
-
-def assert_close_to_pil(ours: torch.Tensor, ref: torch.Tensor, mean_tol=PIL_MEAN_TOL, max_tol=PIL_MAX_TOL):
-    diff = (ours.int() - ref.int()).abs()
-    assert diff.float().mean().item() <= mean_tol, diff.float().mean().item()
-    if max_tol is not None:
-        assert diff.max().item() <= max_tol
-
-
-@pytest.mark.parametrize("c", CHANNELS)
-def test_pixel_ops_match_pil(c):
-    x = images(12, c, 28, seed=5)
-    m = mags(12, 7.0)  # solarize threshold 256 - 179.2 -> 77; posterize 8 - 2 = 6 bits
-    assert_close_to_pil(O.solarize(x, m), pil_batch(x, lambda im, i: ImageOps.solarize(im, 77)))
-    assert_close_to_pil(O.posterize(x, m), pil_batch(x, lambda im, i: ImageOps.posterize(im, 6)))
-    assert_close_to_pil(O.autocontrast(x, m), pil_batch(x, lambda im, i: ImageOps.autocontrast(im)))
-    assert_close_to_pil(O.equalize(x, m), pil_batch(x, lambda im, i: ImageOps.equalize(im)))
+def assert_matches_pil(ours: torch.Tensor, ref: np.ndarray, name: str) -> None:
+    diff = np.abs(to_numpy(ours).astype(np.int16) - ref.astype(np.int16))
+    if name in ENHANCE_OPS:
+        assert diff.mean() <= PIL_MEAN_TOL and diff.max() <= PIL_MAX_TOL, (name, diff.mean(), diff.max())
+    else:
+        assert diff.max() == 0, (name, diff.mean(), diff.max(), int((diff > 0).sum()))
 
 
 @pytest.mark.parametrize("c", CHANNELS)
-def test_enhance_ops_match_pil(c):
-    x = images(12, c, 28, seed=6)
-    factors = torch.tensor([0.1, 0.37, 0.5, 0.9, 1.0, 1.1, 1.5, 1.9, 0.0, 2.5, 0.73, 1.31])
-    cases = [
-        (O.adjust_brightness, ImageEnhance.Brightness),
-        (O.adjust_contrast, ImageEnhance.Contrast),
-        (O.adjust_color, ImageEnhance.Color),
-        (O.adjust_sharpness, ImageEnhance.Sharpness),
-    ]
-    for ours, pil in cases:
-        ref = pil_batch(x, lambda im, i: pil(im).enhance(float(factors[i])))
-        assert_close_to_pil(ours(x, factors), ref)
+@pytest.mark.parametrize("size", [8, 28, (31, 24), 32])
+def test_every_op_matches_pil(size, c):
+    """Each op at M = 0, 3, 6, 9, 10 and at random magnitudes, both signs, random cutout centres."""
+    x = images(24, c, size, seed=5, low=0, high=256)
+    b, _, h, w = x.shape
+    sign = alternating_signs(b)
+    centre = O.random_centre((b,), h, w, gen(6), torch.device("cpu"))
+    random_mags = torch.rand(b, generator=gen(7)) * O.MAG_MAX
+    for name in OPS:
+        for mag in [mags(b, m) for m in (0.0, 3.0, 6.0, 9.0, 10.0)] + [random_mags]:
+            assert_matches_pil(O.apply_op(x, name, mag, sign, centre), pil_op(x, name, mag, sign, centre), name)
 
 
 @pytest.mark.parametrize("c", CHANNELS)
-def test_rotation_matches_pil(c):
-    x = images(8, c, 28, seed=7, low=0, high=256)
-    fill = O.FILL if c == 1 else (O.FILL,) * 3
-    for degrees in (90.0, 180.0, 270.0, -90.0):
-        ref = pil_batch(x, lambda im, i: im.rotate(degrees, resample=Image.BILINEAR, fillcolor=fill))
-        assert_close_to_pil(O.rotate_by(x, mags(8, degrees)), ref, mean_tol=0.0, max_tol=0)
-    ref = pil_batch(x, lambda im, i: im.rotate(23.0, resample=Image.BILINEAR, fillcolor=fill))
-    assert_close_to_pil(O.rotate_by(x, mags(8, 23.0)), ref, mean_tol=PIL_ROTATE_MEAN_TOL, max_tol=None)
+@pytest.mark.parametrize("size", [7, 28, (20, 33)])
+def test_rotation_matches_pil_at_any_angle(size, c):
+    """Image.rotate(NEAREST) bit for bit, including its transposes for multiples of 90 degrees."""
+    x = images(16, c, size, seed=7, low=0, high=256)
+    degrees = torch.tensor([0.0, 90.0, 180.0, 270.0, -90.0, 360.0, 45.0, -45.0, 23.0, -7.5, 123.4, 400.0,
+                            29.99, -30.0, 1e-3, 315.0], dtype=torch.float64)
+    ref = np.stack([pil.from_pil(pil.rotate(pil.to_pil(a), float(d))) for a, d in zip(to_numpy(x), degrees)])
+    assert np.array_equal(to_numpy(O.rotate_by(x, degrees)), ref)
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+def test_histogram_ops_match_pil_on_edge_cases(c):
+    """equalize / autocontrast on flat, two-valued, saturated and small images, and flat channels."""
+    size = 20
+    cases = torch.stack([
+        torch.full((c, size, size), 77),
+        torch.full((c, size, size), 0),
+        torch.full((c, size, size), 255),
+        (torch.arange(size * size).view(1, size, size) % 2 * 200 + 10).expand(c, -1, -1),  # two values
+        (torch.arange(size * size).view(1, size, size) % 256).expand(c, -1, -1),  # every value, some twice
+        torch.randint(0, 256, (c, size, size), generator=gen(1)),
+        torch.randint(100, 103, (c, size, size), generator=gen(2)),  # three values
+        torch.cat([torch.full((1, size, size), 9), torch.randint(0, 256, (c - 1, size, size), generator=gen(3))])
+        if c > 1 else torch.full((1, size, size), 9),  # a flat channel next to busy ones
+    ]).to(torch.uint8)
+    small = images(4, c, 8, low=0, high=256)  # 64 pixels: equalize leaves it (step 0)
+    for x in (cases, small):
+        b = x.shape[0]
+        zeros, ones = torch.zeros(b, 2, dtype=torch.long), torch.ones(b)
+        for name in ("equalize", "autocontrast"):
+            assert_matches_pil(O.apply_op(x, name, mags(b, 0), ones, zeros), pil_op(x, name, mags(b, 0), ones, zeros),
+                               name)
+
+
+def test_pil_reference_randaugment_runs():
+    aug = pil.PilRandAugment(n=2, m=9)
+    rng = random.Random(0)
+    for shape in ((28, 28, 1), (32, 32, 3)):
+        a = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        out = aug(a, rng)
+        assert out.shape == a.shape and out.dtype == np.uint8
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,7 +317,8 @@ def fixed_point_image(c: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("c", CHANNELS)
 def test_randaugment_at_m0_changes_nothing(c):
     x = fixed_point_image(c).repeat(32, 1, 1, 1)
-    assert torch.equal(O.autocontrast(x, mags(32, 0)), x) and torch.equal(O.equalize(x, mags(32, 0)), x)
+    for name in ("autocontrast", "equalize"):
+        assert torch.equal(O.OP_FUNCS[name](x, mags(32, 0)), x)
     ra = RandAugment(n=3, m=0.0, mstd=0.0)  # all ops
     op_idx, _ = ra.sample(32, gen(0))
     assert len(op_idx.unique()) == len(OPS)  # every op was drawn at least once
@@ -224,7 +326,7 @@ def test_randaugment_at_m0_changes_nothing(c):
     assert torch.equal(ra(x, generator=gen(1)), x)
     # On arbitrary images, every op that has a strength is a no-op at M = 0.
     with_strength = [name for name in OPS if name not in PIXEL_OPS_WITHOUT_STRENGTH[1:]]
-    for size in SIZES:
+    for size in SIZES + [(13, 22)]:
         y = images(32, c, size, low=0, high=256)
         assert torch.equal(RandAugment(n=2, m=0.0, ops=with_strength)(y, generator=gen(2)), y)
 
@@ -242,22 +344,27 @@ def test_samples_of_one_batch_get_different_ops():
     assert ((counts - expected).abs() < 0.15 * expected).all(), counts
 
 
-def test_grouped_apply_equals_per_sample_application():
-    names = ["identity", "autocontrast", "equalize", "solarize", "posterize", "rotate", "shear_x", "translate_y"]
-    ra = RandAugment(n=1, m=7.0, mstd=2.0, ops=names)
-    x = images(48, 3, 12, seed=3)
-    op_idx, mag = ra.sample(48, gen(0))
-    out = ra.apply(x, op_idx, mag, gen(1))
-    for i in range(48):
-        name, m = names[op_idx[0, i]], mag[0, i : i + 1]
-        xi = x[i : i + 1]
-        if name in O.GEOMETRIC_KINDS:  # the sign is random: accept either
-            kind = torch.tensor([O.GEOMETRIC_KINDS.index(name)])
-            full = O.GEOMETRIC_MAX[kind] * m / O.MAG_MAX
-            options = [O.affine(xi, O.geometric_matrix(kind, s * full, 12, 12)) for s in (1.0, -1.0)]
-            assert any(torch.equal(out[i : i + 1], o) for o in options), (i, name)
-        else:
-            assert torch.equal(out[i : i + 1], O.OP_FUNCS[name](xi, m)), (i, name)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("c", "size"), [(3, 12), (1, (9, 16))])
+def test_apply_equals_the_ops_one_sample_at_a_time(device, c, size, monkeypatch):
+    """apply() sorts, groups and chunks the batch; the result must be each sample's own ops, in
+    layer order, with the signs and cutout centres apply draws from the generator (first a sign
+    per layer and sample, then the centres)."""
+    monkeypatch.setattr(R, "CHUNK_BYTES", 3 * c * 16 * 16)  # a few images per op call: exercise chunking
+    ra = RandAugment(n=2, m=7.0, mstd=2.0)
+    x = images(96, c, size, seed=3, device=device, low=0, high=256)
+    b, _, h, w = x.shape
+    op_idx, mag = ra.sample(b, gen(0, device), device)
+    out = ra.apply(x, op_idx, mag, gen(1, device))
+    g = gen(1, device)
+    sign = O.random_sign((2, b), g, x.device)
+    centre = O.random_centre((2, b), h, w, g, x.device)
+    for i in range(b):
+        y = x[i : i + 1]
+        for layer in range(2):
+            pick = (layer, slice(i, i + 1))
+            y = O.apply_op(y, ra.ops[op_idx[layer, i]], mag[pick], sign[pick], centre[pick])
+        assert torch.equal(out[i : i + 1], y), (i, [ra.ops[k] for k in op_idx[:, i]])
 
 
 def test_layers_compose_in_order():
@@ -272,6 +379,42 @@ def test_layers_compose_in_order():
         for layer in range(2):
             y = O.OP_FUNCS[names[op_idx[layer, i]]](y, mag[layer, i : i + 1])
         assert torch.equal(out[i : i + 1], y)
+
+
+def test_consecutive_calls_return_independent_tensors():
+    """The reused scratch buffer must never leak into (or alias) a returned batch."""
+    ra = RandAugment(n=3, m=9.0)
+    x, y = images(40, 3, 16, seed=1), images(40, 3, 16, seed=2)
+    first = ra(x, generator=gen(1))
+    kept = first.clone()
+    second = ra(y, generator=gen(2))
+    ra(images(8, 3, 16, seed=3), generator=gen(3))  # another shape: a new scratch buffer
+    assert torch.equal(first, kept) and first.data_ptr() != second.data_ptr()
+    assert torch.equal(first, ra(x, generator=gen(1)))
+
+
+def test_non_contiguous_images_give_the_same_result():
+    ra = RandAugment(n=2, m=9.0)
+    x = images(24, 3, 20, seed=4, low=0, high=256)
+    expected = ra(x, generator=gen(5))
+    assert torch.equal(ra(x.to(memory_format=torch.channels_last), generator=gen(5)), expected)
+    wide = torch.cat([x, x], dim=3)[..., ::2]  # strided view of x's pixels
+    assert torch.equal(ra(wide, generator=gen(5)), ra(wide.contiguous(), generator=gen(5)))
+    for name in OPS:
+        op = O.OP_FUNCS[name]
+        assert torch.equal(op(x.to(memory_format=torch.channels_last), mags(24, 7), gen(6)), op(x, mags(24, 7), gen(6)))
+
+
+def test_results_are_ordinary_tensors_that_autograd_and_in_place_ops_accept():
+    """The work runs in inference mode; what is returned must not be an inference tensor."""
+    x = images(6, 3, 12)
+    outs = [RandAugment(2, 9)(x, generator=gen(0)), random_crop_flip(x, 2, generator=gen(0)),
+            O.OP_FUNCS["rotate"](x, mags(6, 9), gen(0)), O.OP_FUNCS["equalize"](x, mags(6, 9), gen(0))]
+    weight = torch.ones(1, 3, 3, 3, requires_grad=True)
+    for out in outs:
+        assert not out.is_inference()
+        out.add_(1)  # in place, outside inference mode
+        F.conv2d(out.float(), weight).sum().backward()  # conv saves its input for backward
 
 
 def test_mstd_draws_clipped_magnitudes():
@@ -369,6 +512,23 @@ def test_crop_flip_outputs_are_translations_and_flips(mode):
     assert match.any(1).all()  # every shift and flip happens
     if mode == "zeros":
         assert (out == 0).any()
+
+
+@pytest.mark.parametrize("mode", ["zeros", "edge"])
+def test_crop_flip_is_the_drawn_shift_and_flip_of_each_sample(mode):
+    """Each output is its own sample padded, cropped at the drawn (dy, dx) and mirrored when drawn
+    (draws: the (B, 2) shifts, then the (B,) flips), for odd sizes and channels-last input too."""
+    pad = 3
+    x = images(40, 3, (9, 14), seed=8, low=1, high=256).to(memory_format=torch.channels_last)
+    out = random_crop_flip(x, pad=pad, flip=True, generator=gen(4), mode=mode)
+    g = gen(4)
+    shift = O.randint(-pad, pad + 1, (40, 2), g, torch.device("cpu"))
+    mirrored = O.randint(0, 2, (40,), g, torch.device("cpu"))
+    padded = F.pad(x.float(), (pad,) * 4, mode="constant" if mode == "zeros" else "replicate").to(torch.uint8)
+    for i, ((dy, dx), m) in enumerate(zip(shift.tolist(), mirrored.tolist())):
+        crop = padded[i, :, pad + dy : pad + dy + 9, :]
+        cols = torch.arange(14).flip(0) if m else torch.arange(14)
+        assert torch.equal(out[i], crop[:, :, pad + dx + cols]), i
 
 
 def test_crop_flip_repeats_with_a_seed_and_flips_about_half():

@@ -9,6 +9,7 @@ repeated), then mirrored horizontally in about half of the samples.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from noisystudent.augment.ops import check_images, randint
 
@@ -33,19 +34,45 @@ def random_crop_flip(
         raise ValueError(f"pad must be >= 0 pixels, got {pad}")
     if mode not in PAD_MODES:
         raise ValueError(f"mode must be one of {PAD_MODES}, got {mode!r}")
+    out = torch.empty(images.shape, dtype=torch.uint8, device=images.device)  # an ordinary tensor for the caller
+    if images.numel():
+        with torch.inference_mode():  # (cheaper dispatch for the small ops)
+            _crop_flip_into(images, pad, flip, generator, mode, out)
+    return out
+
+
+def _crop_flip_into(
+    images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None, mode: str, out: torch.Tensor
+) -> None:
+    """`random_crop_flip`, writing into `out` ((B, C, H, W) uint8, contiguous)."""
     b, c, h, w = images.shape
     device = images.device
     shift = randint(-pad, pad + 1, (b, 2), generator, device)  # (B, 2) pixels (dy, dx)
-    rows = torch.arange(h, device=device) + shift[:, 0:1]  # (B, H) source row of each output row
-    cols = torch.arange(w, device=device).expand(b, w)  # (B, W)
-    if flip:
-        mirrored = randint(0, 2, (b, 1), generator, device).bool()  # (B, 1)
-        cols = torch.where(mirrored, w - 1 - cols, cols)
-    cols = cols + shift[:, 1:2]  # (B, W) source column of each output column
-    valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (B, H, W)
-    rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)  # "edge" mode; zeroed below otherwise
-    index = (rows[:, :, None] * w + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
-    out = torch.gather(images.reshape(b, c, h * w), 2, index).view(b, c, h, w)
-    if mode == "zeros":
-        out = out * valid[:, None].to(torch.uint8)
-    return out
+    mirrored = randint(0, 2, (b,), generator, device) if flip else torch.zeros(b, dtype=torch.long, device=device)
+    # Every output row is a run of W pixels of one row of the padded image or of its mirror image:
+    # one row gather copies them (1.5-6x faster than gathering single pixels, measured on a CPU).
+    padded = _pad(images, pad, mode)  # (B, C, H + 2 pad, W + 2 pad)
+    hp, wp = h + 2 * pad, w + 2 * pad
+    sources = (torch.cat([padded, padded.flip(-1)]) if flip else padded).contiguous()  # (B or 2B, C, hp, wp)
+    # Output (y, x) <- padded (y + dy + pad, x + dx + pad); when mirrored, padded (y + dy + pad,
+    # w - 1 - x + dx + pad), which is the mirror image's (y + dy + pad, x - dx + pad).
+    first_col = pad + torch.where(mirrored.bool(), -shift[:, 1], shift[:, 1])  # (B,)
+    rows = torch.arange(h, device=device) + (shift[:, 0:1] + pad)  # (B, H) source rows
+    plane = (torch.arange(b, device=device) + b * mirrored)[:, None] * c + torch.arange(c, device=device)  # (B, C)
+    starts = (plane[:, :, None] * hp + rows[:, None, :]) * wp + first_col[:, None, None]  # (B, C, H)
+    flat = sources.view(-1)
+    runs = flat.as_strided((flat.numel() - w + 1, w), (1, 1))  # every W-pixel run of the buffer
+    torch.index_select(runs, 0, starts.view(-1), out=out.view(b * c * h, w))
+
+
+def _pad(images: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H + 2 pad, W + 2 pad): zeros around, or ("edge") the edge pixels
+    repeated (copied in, columns then rows; every device supports that for uint8, unlike
+    replication padding)."""
+    padded = F.pad(images, (pad, pad, pad, pad))
+    if mode == "edge" and pad > 0:
+        padded[..., :pad] = padded[..., pad : pad + 1]
+        padded[..., -pad:] = padded[..., -pad - 1 : -pad]
+        padded[..., :pad, :] = padded[..., pad : pad + 1, :]
+        padded[..., -pad:, :] = padded[..., -pad - 1 : -pad, :]
+    return padded

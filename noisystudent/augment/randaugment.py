@@ -2,9 +2,21 @@
 
 Each of the N layers draws, for every sample independently, one op uniformly from `ops` and a
 magnitude (M, or M + mstd * N(0, 1) clipped to [0, 10] when mstd > 0). The samples that drew the
-same op are processed together in one batched call; all geometric ops of a layer (rotate, shear,
-translate) share one affine resampling. See `noisystudent.augment.ops` for the ops and the
-magnitude table.
+same op are processed together in batched calls; the geometric ops of a layer share two
+resamplings (rows shifted: translate_x / _y, shear_x; general: rotate, shear_y). See
+`noisystudent.augment.ops` for the ops and the magnitude table.
+
+How `RandAugment.apply` is organised (the costs are per op call on small images and per pixel
+pass on large ones, so it minimises both):
+1. everything that depends only on the draws is worked out first, for all layers at once: the
+   signs and cutout centres, every op's parameters (`ops.sample_params`), the one host sync (how
+   many samples each (layer, op group) has), the order that sorts each layer by op group, and
+   the geometric ops' sampling positions;
+2. each layer gathers the batch in its sorted order (one row gather into a reused buffer), so
+   each op group is a contiguous slice that its op overwrites in place, in chunks of at most
+   `CHUNK_BYTES` (temporaries of large images stay in the CPU cache);
+3. a last row gather writes the result, in the input order, to the new output tensor.
+All of it runs under torch.inference_mode(), which makes each small op cheaper to dispatch.
 
 Spec strings follow timm: ``rand-n<layers>-m<magnitude>[-mstd<std>]``, e.g. ``rand-n2-m9`` or
 ``rand-n1-m5-mstd0.5``; sections after ``rand`` may come in any order; n defaults to 2 and m to 10.
@@ -14,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from typing import Sequence
 
 import torch
@@ -74,6 +87,44 @@ def _problem(n: int, m: float, mstd: float) -> str | None:
     return None
 
 
+# Largest slice of the batch (bytes of uint8 images) that one op call processes: keeps the
+# temporaries of large images in the CPU cache (measured best: 4-8 images of 96x96x3).
+CHUNK_BYTES = 256 * 1024
+_scratch = threading.local()  # .buffer: the CPU scratch batch of this thread
+
+
+def _new_like(images: torch.Tensor) -> torch.Tensor:
+    """An uninitialised contiguous uint8 tensor shaped like `images`, on its device."""
+    return torch.empty(images.shape, dtype=torch.uint8, device=images.device)
+
+
+def _scratch_like(images: torch.Tensor) -> torch.Tensor:
+    """A contiguous uint8 buffer shaped like `images` (contents undefined). On the CPU one is
+    kept per thread and reused from call to call: a fresh batch-sized buffer costs more in page
+    faults than the cheap ops do (96x96 images). CUDA's caching allocator makes that moot."""
+    if images.device.type != "cpu":
+        return _new_like(images)
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.shape != images.shape:
+        buffer = _scratch.buffer = _new_like(images)
+    return buffer
+
+
+# The geometric groups and their resampling (both take x, col_terms, row_terms, out).
+_GEOMETRIC_GROUPS = {"warp": O.resample, "shift": O.shift_rows}
+
+
+def _geometric_group(name: str) -> str | None:
+    """The group of a geometric op ("shift" or "warp"), None for pixel ops."""
+    if name not in O.GEOMETRIC_KINDS:
+        return None
+    return "shift" if name in O.SHIFT_KINDS else "warp"
+
+
+# Ops that leave images with this many channels unchanged (their groups are skipped).
+_NO_OPS = {1: ("identity", "color"), 3: ("identity",)}
+
+
 class RandAugment:
     """Batched per-sample RandAugment on (B, C, H, W) uint8 images.
 
@@ -93,13 +144,11 @@ class RandAugment:
         if unknown or not names:
             raise UserError(f"RandAugment ops must be a non-empty list from {list(O.OPS)}, got {list(names)}")
         self.n, self.m, self.mstd, self.ops = n, m, mstd, names
-        # Ops run in groups: one group per pixel op name, one shared group for all geometric ops.
-        geometric = [name for name in names if name in O.GEOMETRIC_KINDS]
-        pixel = [name for name in dict.fromkeys(names) if name not in O.GEOMETRIC_KINDS]
-        self._groups: list[str] = pixel + (["geometric"] if geometric else [])
-        self._op_group = torch.tensor(
-            [self._groups.index("geometric" if name in O.GEOMETRIC_KINDS else name) for name in names]
-        )  # (K,) group of each op index
+        # Ops run in groups: one per pixel op, and two for the geometric ops, which share one
+        # resampling: "shift" (whole rows move: O.shift_rows) and "warp" (the others: O.resample).
+        group_of = {name: _geometric_group(name) or name for name in names}
+        self._groups: list[str] = list(dict.fromkeys(sorted(group_of.values(), key=lambda g: g in _GEOMETRIC_GROUPS)))
+        self._op_group = torch.tensor([self._groups.index(group_of[name]) for name in names])  # (K,) group of each op
         self._op_kind = torch.tensor(
             [O.GEOMETRIC_KINDS.index(name) if name in O.GEOMETRIC_KINDS else -1 for name in names]
         )  # (K,) geometric kind of each op index, -1 for pixel ops
@@ -137,31 +186,98 @@ class RandAugment:
         mags: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Apply drawn ops layer by layer. images (B, C, H, W) uint8; op_idx, mags (n, B)."""
+        """Apply drawn ops layer by layer. images (B, C, H, W) uint8; op_idx, mags (n, B).
+
+        The op randomness is drawn from `generator`: first a sign per layer and sample
+        (`O.random_sign((n, B))`), then the cutout centres (`O.random_centre((n, B), H, W)`).
+        Returns a new (B, C, H, W) uint8 tensor; see the module docstring for how it is computed.
+        """
         O.check_images(images)
         n, batch = op_idx.shape
         if batch != images.shape[0] or mags.shape != op_idx.shape:
             raise ValueError(f"op_idx {tuple(op_idx.shape)} / mags {tuple(mags.shape)} do not fit {batch} images")
+        out = _new_like(images)  # allocated outside inference mode: an ordinary tensor for the caller
+        with torch.inference_mode():  # (cheaper dispatch for the many small ops)
+            self._apply_into(images, op_idx, mags, generator, out)
+        return out
+
+    def _apply_into(
+        self, images: torch.Tensor, op_idx: torch.Tensor, mags: torch.Tensor, generator: torch.Generator | None,
+        out: torch.Tensor,
+    ) -> None:
+        """`apply`, writing the result into `out` ((B, C, H, W) uint8, contiguous)."""
+        n, batch = op_idx.shape
+        _, channels, h, w = images.shape
         device = images.device
         op_idx, mags = op_idx.to(device), mags.to(device)
         group = self._op_group.to(device)[op_idx]  # (n, B)
-        kind = self._op_kind.to(device)[op_idx]  # (n, B)
-        n_groups = len(self._groups)
-        layer_offset = torch.arange(n, device=device)[:, None] * n_groups
-        # The one host sync: how many samples each (layer, group) has, to split the batch.
-        counts = torch.bincount((group + layer_offset).flatten(), minlength=n * n_groups)
-        counts = counts.view(n, n_groups).tolist()  # [layer][group] sample counts
-        x = images.clone()  # (B, C, H, W) uint8
+        kind = self._op_kind.to(device)[op_idx]  # (n, B), -1 for pixel ops
+        sign = O.random_sign((n, batch), generator, device)  # (n, B)
+        centre = O.random_centre((n, batch), h, w, generator, device)  # (n, B, 2)
+        params = O.sample_params(mags.flatten(), sign.flatten(), centre.view(-1, 2), kind.flatten(), h, w)
+        counts = self._group_counts(group)  # the one host sync
+        runs = [name not in _NO_OPS.get(channels, ()) for name in self._groups]  # groups that change pixels
+
+        plan = []  # (layer, order, position): sort this layer's input by `order`; x[i] is then sample position[i]
+        position = torch.arange(batch, device=device)
         for layer in range(n):
-            order = torch.argsort(group[layer], stable=True)  # samples sorted by group
-            for name, sel in zip(self._groups, torch.split(order, counts[layer])):
-                if sel.numel() == 0 or name == "identity":
-                    continue
-                if name == "geometric":
-                    x[sel] = O.geometric(x[sel], kind[layer, sel], mags[layer, sel], generator)
-                else:
-                    x[sel] = O.OP_FUNCS[name](x[sel], mags[layer, sel], generator)
-        return x
+            if any(count and run for count, run in zip(counts[layer], runs)):
+                order = torch.argsort(group[layer, position], stable=True)
+                position = position[order]
+                plan.append((layer, order, position))
+        if not plan:
+            out.copy_(images)
+            return
+        terms = self._geometric_terms(plan, counts, kind, params, h, w)
+
+        chunk = max(1, CHUNK_BYTES // images[0].numel())  # samples per op call
+        # The row gathers write in turn to the output and a scratch buffer, the last to the output.
+        scratch = _scratch_like(images)
+        x = images
+        for step, ((layer, order, position), layer_terms) in enumerate(zip(plan, terms)):
+            target = out if (len(plan) - step) % 2 == 0 else scratch
+            x = torch.index_select(x, 0, order, out=target)  # (B, C, H, W) sorted by this layer's group
+            layer_params = params.index_select(0, position + layer * batch)  # (B, N_PARAMS)
+            start = 0
+            for name, count, run in zip(self._groups, counts[layer], runs):
+                for first in range(0, count if run else 0, chunk):  # the group's slice, chunk by chunk
+                    size = min(chunk, count - first)
+                    part = x.narrow(0, start + first, size)  # (size, C, H, W), overwritten in place
+                    if name in _GEOMETRIC_GROUPS:
+                        col_terms, row_terms = (t.narrow(0, first, size) for t in layer_terms[name])
+                        _GEOMETRIC_GROUPS[name](part, col_terms, row_terms, out=part)
+                    else:
+                        O.PIXEL_OPS[name](part, layer_params.narrow(0, start + first, size), out=part)
+                start += count
+        torch.index_select(x, 0, torch.argsort(position), out=out)  # back to the input order
+
+    def _group_counts(self, group: torch.Tensor) -> list[list[int]]:
+        """(n, B) group ids -> [layer][group] sample counts: the one host sync of `apply`."""
+        n, n_groups = group.shape[0], len(self._groups)
+        layer_offset = torch.arange(n, device=group.device)[:, None] * n_groups
+        # scatter_add_, not bincount: CUDA's bincount would add a sync of its own.
+        counts = torch.zeros(n * n_groups, dtype=torch.int64, device=group.device)
+        counts.scatter_add_(0, (group + layer_offset).flatten(), torch.ones_like(group).flatten())
+        return counts.view(n, n_groups).tolist()
+
+    def _geometric_terms(
+        self, plan: list, counts: list[list[int]], kind: torch.Tensor, params: torch.Tensor, h: int, w: int
+    ) -> list[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """Per planned layer, {geometric group: its samples' `O.affine_terms`}, computed in one go."""
+        groups = [(g, name) for g, name in enumerate(self._groups) if name in _GEOMETRIC_GROUPS]
+        if not groups:
+            return [{} for _ in plan]
+        batch = kind.shape[1]
+        ids, sizes = [], []  # flat (layer, sample) ids of the geometric samples, layer by layer, group by group
+        for layer, _, position in plan:
+            for g, _ in groups:
+                start = sum(counts[layer][:g])
+                ids.append(position[start : start + counts[layer][g]] + layer * batch)
+                sizes.append(counts[layer][g])
+        ids = torch.cat(ids)
+        coeffs = O.geometric_coeffs(kind.flatten()[ids], params[ids].select(1, O.P_VALUE), h, w)
+        parts = iter(zip(*(t.split(sizes) for t in O.affine_terms(coeffs, h, w))))
+        return [{name: next(parts) for _, name in groups} for _ in plan]
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, C, H, W) uint8 -> augmented (B, C, H, W) uint8 (a new tensor on the same device)."""
