@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,plots]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,plots,onnx]"
 	touch $(STAMP)
 
 demo: install

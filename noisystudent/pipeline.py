@@ -80,7 +80,7 @@ def run(cfg: Config, *, progress: bool = True, force: bool = False) -> RunResult
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.out_dir) / cfg.name
     _check_run_dir(run_dir, cfg, force)
-    data = build_datasets(cfg.data)  # before the run directory is written: bad input leaves nothing behind
+    data = build_datasets(cfg.data, progress)  # before the run directory is written: bad input leaves nothing behind
     _claim_run_dir(run_dir, cfg, force)
     handler = _log_to_file(run_dir / "run.log")
     try:
@@ -273,7 +273,7 @@ def stage_robustness(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[
     base_path = ctx.run_dir / "round-0" / "robustness.json"
     baseline = read_json(base_path) if base_path.exists() and rdir.name != "round-0" else None
     rob = robustness_report(model, test.images, test.labels, mean=ctx.mean, std=ctx.std, device=ctx.device,
-                            seed=ctx.cfg.data.split_seed, baseline=baseline)
+                            seed=ctx.cfg.data.split_seed, baseline=baseline, progress=ctx.progress)
     if baseline is None:  # the teacher is its own reference
         rob["relative_mce"] = 1.0
     write_json(path, rob)

@@ -40,7 +40,9 @@ TINY = ["teacher.epochs=3", "student.epochs=2", "model.names=[resnet8]", "data.m
         "data.labeled_per_class=4", "teacher.batch_size=20", "student.batch_size=10", "pipeline.rounds=2",
         "teacher.eval_every=0", "student.eval_every=0", "student.ema=0.5", "pipeline.report=false", "pipeline.robustness=false"]
 OUTPUTS = ["round-0/model.safetensors", "round-1/pseudo_labels.safetensors", "round-1/selected.safetensors",
-           "round-1/model.safetensors", "round-2/pseudo_labels.safetensors", "round-2/model.safetensors"]
+           "round-1/selection.json", "round-1/model.safetensors", "round-2/pseudo_labels.safetensors",
+           "round-2/model.safetensors", "round-0/eval.json", "round-1/eval.json", "round-2/eval.json",
+           "summary.json"]
 
 
 def child(tmp: Path, name: str, target: str = "none", n: int = 0) -> subprocess.CompletedProcess:

@@ -35,7 +35,7 @@ class Datasets:
                 f"{len(self.classes)} classes; images {c}x{h}x{w}")
 
 
-def build_datasets(cfg: DataConfig) -> Datasets:
+def build_datasets(cfg: DataConfig, progress: bool = False) -> Datasets:
     if cfg.source == "digits":
         full = load_digits()
         test_idx, rest_idx = stratified_fraction(full.labels, cfg.test_fraction, cfg.split_seed)
@@ -45,7 +45,7 @@ def build_datasets(cfg: DataConfig) -> Datasets:
     elif cfg.source == "cifar":
         ds = _split_labeled(load_cifar(cfg.dir, "train"), load_cifar(cfg.dir, "test"), cfg)
     else:
-        ds = _from_folders(cfg)
+        ds = _from_folders(cfg, progress)
     if cfg.max_unlabeled and len(ds.unlabeled) > cfg.max_unlabeled:
         keep = torch.randperm(len(ds.unlabeled), generator=torch.Generator().manual_seed(cfg.split_seed))
         ds.unlabeled = ds.unlabeled.subset(keep[:cfg.max_unlabeled].sort().values)
@@ -68,16 +68,17 @@ def _split_labeled(train: ImageSet, test: ImageSet, cfg: DataConfig) -> Datasets
     return Datasets(train.subset(lab_idx), train.subset(unl_idx), test, list(train.classes))
 
 
-def _from_folders(cfg: DataConfig) -> Datasets:
+def _from_folders(cfg: DataConfig, progress: bool) -> Datasets:
     size = cfg.image_size or FOLDER_DEFAULT_SIZE
-    labeled, rep_l = load_image_folder(cfg.labeled, channels=cfg.channels, size=(size, size), strict=cfg.strict)
+    labeled, rep_l = load_image_folder(cfg.labeled, channels=cfg.channels, size=(size, size), strict=cfg.strict,
+                                       progress=progress)
     unlabeled, rep_u = load_unlabeled_folder(cfg.unlabeled, channels=cfg.channels, size=(size, size),
-                                             strict=cfg.strict)
+                                             strict=cfg.strict, progress=progress)
     notes = [f"labeled {cfg.labeled}: {rep_l.summary()}", f"unlabeled {cfg.unlabeled}: {rep_u.summary()}"]
     test = None
     if cfg.test:
         test, rep_t = load_image_folder(cfg.test, channels=cfg.channels, size=(size, size),
-                                        strict=cfg.strict, classes=labeled.classes)
+                                        strict=cfg.strict, classes=labeled.classes, progress=progress)
         notes.append(f"test {cfg.test}: {rep_t.summary()}")
     for rep in (rep_l, rep_u) + ((rep_t,) if cfg.test else ()):
         for w in rep.warnings:

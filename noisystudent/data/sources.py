@@ -32,6 +32,7 @@ from noisystudent.data.decode import (
 )
 from noisystudent.data.imageset import ImageSet
 from noisystudent.errors import UserError
+from noisystudent.progress import progress_bar
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -192,6 +193,7 @@ def load_image_folder(
     size: tuple[int, int],
     strict: bool = False,
     classes: list[str] | None = None,
+    progress: bool = False,
 ) -> tuple[ImageSet, ReadReport]:
     """Read labeled images from `directory/<class>/...` (recursive inside each class folder).
 
@@ -218,7 +220,7 @@ def load_image_folder(
         paths += [f"{folder}/{rel}" for rel in found]
         labels += [index_of[name]] * len(found)
 
-    pixels, kept = _decode_all(root, paths, channels, size, strict, report)
+    pixels, kept = _decode_all(root, paths, channels, size, strict, report, progress)
     label_array = np.asarray(labels, dtype=np.int64)[kept]  # (N,)
     report.warnings += _empty_class_notes(folders, index_of, labels, label_array)
     _require_images(directory, len(paths), report)
@@ -232,7 +234,7 @@ def load_image_folder(
 
 
 def load_unlabeled_folder(
-    directory: str | Path, channels: int, size: tuple[int, int], strict: bool = False
+    directory: str | Path, channels: int, size: tuple[int, int], strict: bool = False, progress: bool = False
 ) -> tuple[ImageSet, ReadReport]:
     """Read every image under `directory`, recursively, sorted by relative path; no labels.
 
@@ -243,7 +245,7 @@ def load_unlabeled_folder(
     root = _existing_folder(directory, "a folder of images")
     paths, notes = list_image_files(root)
     report = ReadReport(warnings=notes)
-    pixels, kept = _decode_all(root, paths, channels, size, strict, report)
+    pixels, kept = _decode_all(root, paths, channels, size, strict, report, progress)
     _require_images(directory, len(paths), report)
     imageset = ImageSet(torch.from_numpy(pixels), None, [], [paths[i] for i in kept])
     return imageset, report
@@ -315,7 +317,8 @@ def _require_images(directory: str | Path, n_files: int, report: ReadReport) -> 
 
 
 def _decode_all(
-    root: Path, paths: list[str], channels: int, size: tuple[int, int], strict: bool, report: ReadReport
+    root: Path, paths: list[str], channels: int, size: tuple[int, int], strict: bool, report: ReadReport,
+    progress: bool = False,
 ) -> tuple[np.ndarray, list[int]]:
     """Decode `paths` (relative to `root`) into one array; returns (pixels (K, C, H, W), kept indices).
 
@@ -324,7 +327,9 @@ def _decode_all(
     height, width = size
     pixels = np.empty((len(paths), channels, height, width), dtype=np.uint8)  # (N, C, H, W), filled up to K
     kept: list[int] = []
+    bar = progress_bar(total=len(paths), desc=f"decode {root.name}", unit="img", enable=progress)
     for i, rel in enumerate(paths):
+        bar.update(1)
         try:
             pixels[len(kept)] = read_image(root / rel, channels, size)
         except Unreadable as err:
@@ -335,5 +340,6 @@ def _decode_all(
             report.skipped.append((rel, err.reason))
             continue
         kept.append(i)
+    bar.close()
     report.read = len(kept)
     return pixels[: len(kept)], kept

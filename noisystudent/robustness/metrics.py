@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from noisystudent.errors import UserError
+from noisystudent.progress import progress_bar
 from noisystudent.evaluate import accuracy, predict_labels
 from noisystudent.robustness import filters
 from noisystudent.robustness.corruptions import CORRUPTIONS, SEVERITIES, check_corruption, check_images, corrupt
@@ -73,8 +74,8 @@ def stats(mean: Any, std: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def corruption_errors(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: Any, std: Any,
                       device: torch.device | str = "cpu", batch_size: int = 512, seed: int = 0,
-                      corruptions: Iterable[str] = CORRUPTIONS,
-                      severities: Iterable[int] = SEVERITIES) -> dict[str, Any]:
+                      corruptions: Iterable[str] = CORRUPTIONS, severities: Iterable[int] = SEVERITIES,
+                      progress: bool = False) -> dict[str, Any]:
     """Top-1 error on the corrupted images, per corruption and severity.
 
     Returns {"by_severity": {name: {severity: error}}, "by_corruption": {name: mean over the
@@ -90,15 +91,18 @@ def corruption_errors(model: torch.nn.Module, images: torch.Tensor, labels: torc
     labels = check_inputs(images, labels)
     mean, std = stats(mean, std)
     by_severity: dict[str, dict[int, float]] = {}
+    bar = progress_bar(total=len(corruptions) * len(severities), desc="corruptions", unit="pair", enable=progress)
     for name in corruptions:
         by_severity[name] = {}
         for severity in severities:
+            bar.update(1)
             wrong = 0
             for rows, block, block_seed in iter_blocks(images, device, seed):
                 corrupted = corrupt(block, name, severity, seed=block_seed)
                 pred = predict_labels(model, corrupted, mean=mean, std=std, device=device, batch_size=batch_size)
                 wrong += int((pred != labels[rows]).sum())
             by_severity[name][severity] = wrong / len(images)
+    bar.close()
     by_corruption = {name: sum(errs.values()) / len(errs) for name, errs in by_severity.items()}
     mce = sum(by_corruption.values()) / len(by_corruption)
     return {"by_severity": by_severity, "by_corruption": by_corruption, "mce": mce, "n": len(images)}
@@ -244,7 +248,7 @@ def robustness_report(model: torch.nn.Module, images: torch.Tensor, labels: torc
                       device: torch.device | str = "cpu", seed: int = 0,
                       baseline: Mapping[str, Any] | None = None, batch_size: int = 512, frames: int = 10,
                       epsilons: Sequence[float] = FGSM_EPSILONS, corruptions: Iterable[str] = CORRUPTIONS,
-                      severities: Iterable[int] = SEVERITIES) -> dict[str, Any]:
+                      severities: Iterable[int] = SEVERITIES, progress: bool = False) -> dict[str, Any]:
     """Clean accuracy, corruption errors and mCE, relative mCE (with a baseline), flip rates and
     FGSM accuracies, as a JSON-ready dict (severities and epsilons become string keys).
 
@@ -257,8 +261,8 @@ def robustness_report(model: torch.nn.Module, images: torch.Tensor, labels: torc
     mean, std = stats(mean, std)
     common = {"mean": mean, "std": std, "device": device}
     clean = accuracy(model, images, labels, batch_size=batch_size, **common)
-    errors = corruption_errors(model, images, labels, batch_size=batch_size, seed=seed,
-                               corruptions=corruptions, severities=severities, **common)
+    errors = corruption_errors(model, images, labels, batch_size=batch_size, seed=seed, corruptions=corruptions,
+                               severities=severities, progress=progress, **common)
     fgsm = fgsm_accuracy(model, images, labels, epsilons=epsilons, batch_size=batch_size, **common)
     relative, skipped = None, []
     if baseline is not None:
