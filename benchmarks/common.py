@@ -50,3 +50,39 @@ def synthetic_or_fashion(n: int, size: int, channels: int, seed: int = 0) -> tor
     x = torch.rand(n, channels, max(2, size // 4), max(2, size // 4), generator=g)
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return (x * 255).round().to(torch.uint8)
+
+
+def add_student_args(ap, steps: int, repeats: int) -> None:
+    """The options both training benchmarks share."""
+    ap.add_argument("--model", default="resnet14")
+    ap.add_argument("--size", type=int, default=28)
+    ap.add_argument("--channels", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=steps, help="training steps per timed call")
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--device", default="cpu")
+
+
+class StudentTraining:
+    """`steps` full batches of images and one call of the library's training loop over them (one epoch)."""
+
+    def __init__(self, args) -> None:
+        from noisystudent.config import TrainConfig
+
+        n = args.batch * args.steps
+        self.device = args.device
+        self.images = synthetic_or_fashion(n, args.size, args.channels).to(args.device)
+        self.labels = torch.arange(n) % 10
+        self.mean = torch.full((args.channels,), 0.3)
+        self.std = torch.full((args.channels,), 0.3)
+        self.cfg = TrainConfig(epochs=1, batch_size=args.batch, warmup_epochs=0, eval_every=0)
+
+    def run(self, model: torch.nn.Module, augmentation) -> float:
+        """Training images per second of one epoch."""
+        from noisystudent.targets import Targets
+        from noisystudent.train import train
+
+        r = train(model, labeled=(self.images, Targets.from_labels(self.labels)), unlabeled=None, cfg=self.cfg,
+                  num_classes=10, mean=self.mean, std=self.std, seed=0, device=self.device, progress=False,
+                  augmentation=augmentation)
+        return r.images_per_second

@@ -19,13 +19,11 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import machine_line, sync, synthetic_or_fashion
+from common import StudentTraining, add_student_args, machine_line, sync
 from noisystudent.augment import RandAugment
-from noisystudent.config import TrainConfig
 from noisystudent.models import create_model
-from noisystudent.targets import Targets
 from noisystudent.tensors import to_model_input
-from noisystudent.train import Augmentation, train
+from noisystudent.train import Augmentation
 
 
 def peak_matmul_flops(device: str, n: int = 2048, repeats: int = 10) -> float:
@@ -53,36 +51,21 @@ def step_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="resnet14")
-    ap.add_argument("--size", type=int, default=28)
-    ap.add_argument("--channels", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
+    add_student_args(ap, steps=10, repeats=3)
     args = ap.parse_args()
     logging.disable(logging.INFO)
 
-    n = args.batch * args.steps
-    images = synthetic_or_fashion(n, args.size, args.channels)
-    labels = torch.arange(n) % 10
-    mean, std = torch.full((args.channels,), 0.3), torch.full((args.channels,), 0.3)
+    data = StudentTraining(args)
     model = create_model(args.model, 10, args.channels, drop_rate=0.5, drop_path_rate=0.2).to(args.device)
-    x = to_model_input(images[:args.batch].to(args.device), mean.to(args.device), std.to(args.device))
+    x = to_model_input(data.images[:args.batch], data.mean.to(args.device), data.std.to(args.device))
     flops = step_flops(model.to(memory_format=torch.channels_last), x)
-    cfg = TrainConfig(epochs=1, batch_size=args.batch, warmup_epochs=0, eval_every=0)
     aug = Augmentation(crop_pad=2, randaugment=RandAugment(2, 9))
 
-    def run_once() -> float:
-        r = train(model, labeled=(images, Targets.from_labels(labels)), unlabeled=None, cfg=cfg, num_classes=10,
-                  mean=mean, std=std, seed=0, device=args.device, progress=False, augmentation=aug)
-        return r.images_per_second / args.batch * flops  # FLOP/s
-
     peaks = [peak_matmul_flops(args.device)]
-    run_once()  # warm-up
+    data.run(model, aug)  # warm-up
     achieved = []
     for _ in range(args.repeats):
-        achieved.append(run_once())
+        achieved.append(data.run(model, aug) / args.batch * flops)  # FLOP/s
         peaks.append(peak_matmul_flops(args.device))
     peak, got = statistics.median(peaks), statistics.median(achieved)
     print(machine_line(args.device))

@@ -13,38 +13,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 
-import torch
-
-from common import interleaved, machine_line, synthetic_or_fashion
+from common import StudentTraining, add_student_args, interleaved, machine_line
 from noisystudent.augment import RandAugment
-from noisystudent.config import TrainConfig
 from noisystudent.models import create_model
-from noisystudent.targets import Targets
-from noisystudent.train import Augmentation, train
+from noisystudent.train import Augmentation
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="resnet14")
-    ap.add_argument("--size", type=int, default=28)
-    ap.add_argument("--channels", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=8, help="training steps per timed call")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--device", default="cpu")
+    add_student_args(ap, steps=8, repeats=5)
     ap.add_argument("--randaugment", default="rand-n2-m9")
     args = ap.parse_args()
     logging.disable(logging.INFO)
 
-    n = args.batch * args.steps
-    images = synthetic_or_fashion(n, args.size, args.channels)
-    labels = torch.arange(n) % 10
-    if args.device.startswith("cuda"):
-        images = images.to(args.device)
-    mean, std = torch.full((args.channels,), 0.3), torch.full((args.channels,), 0.3)
-    cfg = TrainConfig(epochs=1, batch_size=args.batch, warmup_epochs=0, eval_every=0)
-    sides = {
+    data = StudentTraining(args)
+    sides = {  # (dropout, stochastic depth, input noise)
         "no noise": (0.0, 0.0, None),
         "full noise": (0.5, 0.2, RandAugment.from_spec(args.randaugment)),
     }
@@ -52,20 +37,16 @@ def main() -> None:
               for k, (d, p, _) in sides.items()}
     rate: dict[str, list[float]] = {k: [] for k in sides}
 
-    def step(name: str):
-        def go() -> None:
-            r = train(models[name], labeled=(images, Targets.from_labels(labels)), unlabeled=None, cfg=cfg,
-                      num_classes=10, mean=mean, std=std, seed=0, device=args.device, progress=False,
-                      augmentation=Augmentation(crop_pad=2, randaugment=sides[name][2]))
-            rate[name].append(r.images_per_second)
-        return go
+    def call(name: str):
+        aug = Augmentation(crop_pad=2, randaugment=sides[name][2])
+        return lambda: rate[name].append(data.run(models[name], aug))
 
-    fns = {k: step(k) for k in sides}
+    fns = {k: call(k) for k in sides}
     interleaved(fns, 1, args.device)  # warm-up
     for v in rate.values():
         v.clear()
     interleaved(fns, args.repeats, args.device)
-    med = {k: sorted(v)[len(v) // 2] for k, v in rate.items()}
+    med = {k: statistics.median(v) for k, v in rate.items()}
     print(machine_line(args.device))
     print(f"model {args.model}, {args.channels}x{args.size}x{args.size}, batch {args.batch}, "
           f"{args.steps} steps x {args.repeats} repeats (median), device {args.device}")
