@@ -22,7 +22,7 @@ import torch
 from noisystudent.checkpoint import load_model
 from noisystudent.data.decode import decode_image, list_image_files
 from noisystudent.errors import UserError
-from noisystudent.tensors import to_model_input
+from noisystudent.inference import iter_logits
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +67,17 @@ def predict(checkpoint: str | Path, images: Iterable[str | os.PathLike], topk: i
             pending.append((len(results) - 1, decode_image(path, int(spec["channels"]), size)))
         except UserError as err:
             results[-1]["error"] = str(err)
+    if not pending:
+        return results
     classes = [str(c) for c in meta["classes"]]
-    mean, std = torch.tensor(spec["mean"]), torch.tensor(spec["std"])
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start:start + batch_size]
-        batch = torch.from_numpy(np.stack([image for _, image in chunk]))
-        probs, idx = _top_probabilities(model, batch, mean, std, min(topk, len(classes)), device)
-        for (row, _), p, i in zip(chunk, probs.tolist(), idx.tolist()):
+    rows = [row for row, _ in pending]
+    images = torch.from_numpy(np.stack([image for _, image in pending]))  # (N, C, H, W) uint8
+    for sl, logits in iter_logits(model, images, mean=torch.tensor(spec["mean"]), std=torch.tensor(spec["std"]),
+                                  batch_size=batch_size, device=device):
+        probs, idx = logits.softmax(1).topk(min(topk, len(classes)), dim=1)
+        for row, p, i in zip(rows[sl], probs.tolist(), idx.tolist()):
             results[row]["top"] = [(classes[c], prob) for c, prob in zip(i, p)]
     return results
-
-
-@torch.no_grad()
-def _top_probabilities(model: torch.nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                       k: int, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax top-k (probabilities, class indices), each (B, k), of uint8 images (B, C, H, W)."""
-    x = to_model_input(images.to(device), mean.to(device), std.to(device))
-    return model(x).float().softmax(1).topk(k, dim=1)
 
 
 def format_text(results: list[dict[str, Any]]) -> str:
