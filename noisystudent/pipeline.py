@@ -138,7 +138,10 @@ def _round(ctx: _Context, k: int) -> dict[str, Any]:
     selection: dict[str, Any] | None = None
     unlabeled = None
     teacher = None
-    if k > 0:
+    trained = (rdir / "model.json").exists()
+    if k > 0 and trained:  # a finished round: its statistics are on disk, nothing to prepare
+        selection = read_json(rdir / "selection.json")
+    elif k > 0:
         teacher, _ = load_model(ctx.run_dir / f"round-{k - 1}" / "model.safetensors", ctx.device)
         pl, chosen, selection = stage_pseudo_label(ctx, rdir, teacher)
         if len(chosen) == 0 and cfg.pipeline.variant != "consistency":
