@@ -264,7 +264,8 @@ def stage_evaluate(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[st
 
 def stage_robustness(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, Any] | None:
     """Corruption errors, mCE, relative mCE (normalised by the round-0 teacher), flip rates and FGSM
-    accuracy on the test set; the corruptions are seeded, so every round sees the same corrupted images."""
+    accuracy on the test set, or on a seeded subset of `pipeline.robustness_images` of it; the subset
+    and the corruptions are seeded, so every round sees the same corrupted images."""
     from noisystudent.robustness import robustness_report
 
     test = ctx.data.test
@@ -275,6 +276,10 @@ def stage_robustness(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[
         return read_json(path)
     base_path = ctx.run_dir / "round-0" / "robustness.json"
     baseline = read_json(base_path) if base_path.exists() and rdir.name != "round-0" else None
+    n = ctx.cfg.pipeline.robustness_images
+    if 0 < n < len(test):
+        g = torch.Generator().manual_seed(ctx.cfg.data.split_seed)
+        test = test.subset(torch.randperm(len(test), generator=g)[:n].sort().values)
     rob = robustness_report(model, test.images, test.labels, mean=ctx.mean, std=ctx.std, device=ctx.device,
                             seed=ctx.cfg.data.split_seed, baseline=baseline, progress=ctx.progress)
     if baseline is None:  # the teacher is its own reference
