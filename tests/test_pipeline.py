@@ -99,12 +99,13 @@ def test_no_pseudo_label_passing_the_threshold_warns(tmp_path, caplog):
 
 
 def test_robustness_per_round_is_normalised_by_the_teacher(tmp_path):
-    cfg = tiny(tmp_path, "pipeline.rounds=1", "pipeline.robustness=true")
+    cfg = tiny(tmp_path, "pipeline.rounds=1", "pipeline.robustness=true", "pipeline.robustness_images=200")
     result = run(cfg, progress=False)
     r0, r1 = result.rows
     assert r0["relative_mce"] == 1.0 and 0.0 <= r0["mce"] <= 1.0
     rob1 = json.loads((tmp_path / cfg.name / "round-1" / "robustness.json").read_text())
     rob0 = json.loads((tmp_path / cfg.name / "round-0" / "robustness.json").read_text())
+    assert rob0["n"] == rob1["n"] == 200  # a seeded subset of the 539 test images
     expected = sum(rob1["corruption_error"][c] / rob0["corruption_error"][c] for c in rob0["corruption_error"]
                    if c not in rob1.get("relative_mce_skipped", [])) / (len(rob0["corruption_error"]) -
                                                                        len(rob1.get("relative_mce_skipped", [])))
