@@ -87,6 +87,33 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--spec", help="RandAugment spec (default: the config's noise.randaugment)")
     prev.add_argument("--rows", type=int, default=8, help="labeled images shown (default: 8)")
     prev.add_argument("-o", "--output", default="augment_preview.png", metavar="PNG", help="default: augment_preview.png")
+    prep = sub.add_parser(
+        "prepare", help="decode images once into a uint8 cache that `run` streams from",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Decode SRC (an image folder, a folder of MNIST-format IDX files or CIFAR python batches, or a "
+                    ".npz with 'images' and optional 'labels') into the cache folder OUT: one uint8 array file "
+                    "(N, C, H, W) plus an index (path, original size, content hash, label). Decoding runs in "
+                    "parallel processes; unreadable files are listed in OUT/report.txt and skipped. Running it "
+                    "again on a folder decodes only new or changed files.",
+        epilog="examples:\n"
+               "  noisystudent prepare photos/unlabeled cache/unlabeled --channels 3 --size 64\n"
+               "  noisystudent prepare photos/labeled cache/labeled --channels 3 --size 64   # class folders\n"
+               "  noisystudent run --labeled cache/labeled --unlabeled cache/unlabeled --test photos/test "
+               "--set data.channels=3 --set data.image_size=64\n\n"
+               "`run` makes these caches itself for folder inputs (under OUT_DIR/cache); `prepare` is for\n"
+               "building them ahead of time, elsewhere, or for arrays.")
+    prep.add_argument("src", metavar="SRC", help="image folder, IDX or CIFAR folder, or .npz file")
+    prep.add_argument("out", metavar="OUT", help="cache folder (created; updated when it exists)")
+    prep.add_argument("--labels", choices=("auto", "folders", "none"), default="auto",
+                      help="folders: SRC/<class>/<image>; none: every image under SRC, unlabeled; "
+                           "auto (default): class folders when SRC has sub-folders and no images of its own")
+    prep.add_argument("--channels", type=int, choices=(1, 3), help="1 = grayscale, 3 = RGB (folders: default 1)")
+    prep.add_argument("--size", type=int, metavar="PX", help="square side in pixels (folders: default 32; "
+                      "arrays: their own)")
+    prep.add_argument("--split", choices=("train", "test"), default="train", help="IDX / CIFAR split (default: train)")
+    prep.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per CPU core)")
+    prep.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    prep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_output_parsers(sub)
     return p
 
@@ -127,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             return _models()
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "prepare":
+            return _prepare(args, progress=not quiet and sys.stderr.isatty())
         if args.command in OUTPUT_COMMANDS:  # report / predict / export: see the block at the end
             return OUTPUT_COMMANDS[args.command](args)
         cfg = config_from_args(args)
@@ -147,6 +176,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("noisystudent: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+
+
+def _prepare(args: argparse.Namespace, progress: bool) -> int:
+    from noisystudent.data.cache import prepare
+
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    if args.size is not None and args.size <= 0:
+        raise UserError(f"--size must be a positive number of pixels, got {args.size}")
+    cache, report, kind = prepare(args.src, args.out, labels=args.labels, channels=args.channels, size=args.size,
+                                  split=args.split, workers=args.workers, strict=args.strict, progress=progress)
+    for warning in report.warnings:
+        logging.getLogger("noisystudent").warning(warning)
+    c, h, w = cache.shape
+    classes = f", {len(cache.classes)} classes" if cache.labeled else ", unlabeled"
+    print(f"{args.src}: read as {kind}")
+    print(report.summary())
+    print(f"cache: {cache.count:,} images of {c}x{h}x{w}{classes}; use it with "
+          f"`noisystudent run --{'labeled' if cache.labeled else 'unlabeled'} {args.out}`")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -35,6 +35,10 @@ class DataConfig:
     max_unlabeled: int = 0          # keep at most this many unlabeled images (0 = all)
     split_seed: int = 0             # seed of the labeled/unlabeled/test split
     strict: bool = False            # folders: an unreadable image is an error instead of a skip
+    cache: bool = True              # folders: decode once into a uint8 cache (see `noisystudent prepare`);
+                                    # unlabeled images are then streamed from disk, not held in memory
+    cache_dir: str = ""             # where folder caches are kept ("" = <out_dir>/cache)
+    workers: int = 0                # processes decoding images into a cache (0 = one per CPU core)
 
 
 @dataclass
@@ -177,11 +181,20 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash_dict(self) -> dict[str, Any]:
-        """The settings that change results: everything but where the run is written."""
+        """The settings that change results: everything but where the run is written and how
+        images are cached (the cache holds the same pixels)."""
         d = self.to_dict()
         d.pop("name")
         d.pop("out_dir")
+        for key in ("cache", "cache_dir", "workers"):
+            d["data"].pop(key)
         return d
+
+    def cache_root(self) -> Path | None:
+        """Where folder inputs are cached, or None when `data.cache` is off."""
+        if not self.data.cache:
+            return None
+        return Path(self.data.cache_dir) if self.data.cache_dir else Path(self.out_dir) / "cache"
 
     def hash(self) -> str:
         blob = json.dumps(self.hash_dict(), sort_keys=True).encode()
@@ -222,6 +235,7 @@ class Config:
         _range("data.test_fraction", self.data.test_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
         _positive("data.labeled_per_class", self.data.labeled_per_class)
         _range("data.max_unlabeled", self.data.max_unlabeled, 0, None)
+        _range("data.workers", self.data.workers, 0, None)
         _range("augment.crop_pad", self.augment.crop_pad, 0, None)
         if not self.model.names:
             raise UserError("model.names: expected at least one model name (the teacher)")

@@ -170,7 +170,8 @@ def run_images(checkpoint: str | Path, n: int = 64) -> tuple[torch.Tensor | None
     from noisystudent.data.build import build_datasets
 
     try:
-        data = build_datasets(Config.from_yaml(run_dir / "config.yaml").data)
+        cfg = Config.from_yaml(run_dir / "config.yaml")
+        data = build_datasets(cfg.data, cache_root=cfg.cache_root())
     except (UserError, OSError) as err:
         return None, f"the run's images could not be loaded ({err})"
     images, which = (data.test.images, "test") if data.test is not None else (data.labeled.images, "labeled")

@@ -31,6 +31,7 @@ from noisystudent.checkpoint import (atomic_write_bytes, load_model, load_tensor
                                      save_tensors, write_json)
 from noisystudent.config import Config, diff_keys
 from noisystudent.data.build import Datasets, build_datasets
+from noisystudent.data.imageset import take_rows
 from noisystudent.errors import UserError
 from noisystudent.evaluate import evaluate
 from noisystudent.models import count_params, create_model, list_models
@@ -80,7 +81,7 @@ def run(cfg: Config, *, progress: bool = True, force: bool = False) -> RunResult
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.out_dir) / cfg.name
     _check_run_dir(run_dir, cfg, force)
-    data = build_datasets(cfg.data, progress)  # before the run directory is written: bad input leaves nothing behind
+    data = build_datasets(cfg.data, progress, cfg.cache_root())  # before the run directory is written: bad input leaves nothing behind
     _claim_run_dir(run_dir, cfg, force)
     handler = _log_to_file(run_dir / "run.log")
     try:
@@ -150,7 +151,7 @@ def _round(ctx: _Context, k: int) -> dict[str, Any]:
         if cfg.pipeline.variant == "consistency":
             unlabeled = (ctx.data.unlabeled.images, None)
         else:
-            unlabeled = (ctx.data.unlabeled.images[chosen], make_targets(pl, chosen, cfg.pseudo.mode))
+            unlabeled = (take_rows(ctx.data.unlabeled.images, chosen), make_targets(pl, chosen, cfg.pseudo.mode))
             teacher = None  # offline pseudo-labels: the teacher is not needed while training
     model = stage_train(ctx, rdir, k, unlabeled, teacher)
     ev = stage_evaluate(ctx, rdir, model)

@@ -47,8 +47,21 @@ def test_folder_run_skips_and_counts_an_unreadable_image(folders, capsys, caplog
     out = capsys.readouterr().out
     assert rc == 0
     assert "| round | model |" in out and "results: " in out
-    assert "read 30 images, skipped 1 unreadable" in caplog.text
+    assert "30 images (30 added, 0 updated, 0 removed, 0 unchanged), skipped 1 unreadable" in caplog.text
     assert (folders / "runs" / "folder-run" / "round-1" / "model.safetensors").exists()
+    caches = sorted(p.name for p in (folders / "runs" / "cache").iterdir())
+    assert [c.split("-")[:2] for c in caches] == [["labeled", "labeled"], ["test", "labeled"], ["unlabeled", "unlabeled"]]
+    report = next((folders / "runs" / "cache").glob("unlabeled-*")) / "report.txt"
+    assert "skipped broken.png" in report.read_text()
+    caplog.clear()  # the same command again: caches are reused, nothing is decoded
+    assert main(["run", *folder_args(folders), *TINY]) == 0
+    assert "30 images (0 added, 0 updated, 0 removed, 30 unchanged)" in caplog.text
+
+
+def test_folder_run_without_cache_reads_folders_in_memory(folders, caplog):
+    assert main(["run", *folder_args(folders), *TINY, "--set", "data.cache=false", "--name", "nocache"]) == 0
+    assert "read 30 images, skipped 1 unreadable" in caplog.text
+    assert not (folders / "runs" / "cache").exists()
 
 
 def test_strict_makes_an_unreadable_image_an_error(folders, capsys):

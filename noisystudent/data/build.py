@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from noisystudent.config import DataConfig
+from noisystudent.data.cache import ImageCache, is_cache, prepare_folder
 from noisystudent.data.cifar import load_cifar
 from noisystudent.data.imageset import ImageSet
 from noisystudent.data.sources import load_digits, load_idx, load_image_folder, load_unlabeled_folder
@@ -35,7 +38,14 @@ class Datasets:
                 f"{len(self.classes)} classes; images {c}x{h}x{w}")
 
 
-def build_datasets(cfg: DataConfig, progress: bool = False) -> Datasets:
+def build_datasets(cfg: DataConfig, progress: bool = False, cache_root: str | Path | None = None) -> Datasets:
+    """The labeled, unlabeled and test sets `cfg` describes.
+
+    Folder inputs are decoded into (or read from) uint8 caches under `cache_root` when it is given
+    (`Config.cache_root()`): labeled and test images are then loaded into memory and the unlabeled
+    images stay on disk, read a batch at a time. A folder that already is a cache (made by
+    `noisystudent prepare`) is used as it is, with or without `cache_root`.
+    """
     if cfg.source == "digits":
         full = load_digits()
         test_idx, rest_idx = stratified_fraction(full.labels, cfg.test_fraction, cfg.split_seed)
@@ -45,15 +55,15 @@ def build_datasets(cfg: DataConfig, progress: bool = False) -> Datasets:
     elif cfg.source == "cifar":
         ds = _split_labeled(load_cifar(cfg.dir, "train"), load_cifar(cfg.dir, "test"), cfg)
     else:
-        ds = _from_folders(cfg, progress)
+        ds = _from_folders(cfg, progress, None if cache_root is None else Path(cache_root))
     if cfg.max_unlabeled and len(ds.unlabeled) > cfg.max_unlabeled:
         keep = torch.randperm(len(ds.unlabeled), generator=torch.Generator().manual_seed(cfg.split_seed))
         ds.unlabeled = ds.unlabeled.subset(keep[:cfg.max_unlabeled].sort().values)
     if cfg.image_size:
         for name in ("labeled", "unlabeled", "test"):
             s = getattr(ds, name)
-            if s is not None:
-                s.images = resize_uint8(s.images, cfg.image_size)
+            if s is not None and tuple(s.images.shape[-2:]) != (cfg.image_size, cfg.image_size):
+                s.images = resize_uint8(s.in_memory().images, cfg.image_size)
     if len(ds.unlabeled) == 0:
         raise UserError("data: the unlabeled set is empty; Noisy Student needs unlabeled images")
     return ds
@@ -68,19 +78,60 @@ def _split_labeled(train: ImageSet, test: ImageSet, cfg: DataConfig) -> Datasets
     return Datasets(train.subset(lab_idx), train.subset(unl_idx), test, list(train.classes))
 
 
-def _from_folders(cfg: DataConfig, progress: bool) -> Datasets:
+def _from_folders(cfg: DataConfig, progress: bool, cache_root: Path | None) -> Datasets:
     size = cfg.image_size or FOLDER_DEFAULT_SIZE
-    labeled, rep_l = load_image_folder(cfg.labeled, channels=cfg.channels, size=(size, size), strict=cfg.strict,
-                                       progress=progress)
-    unlabeled, rep_u = load_unlabeled_folder(cfg.unlabeled, channels=cfg.channels, size=(size, size),
-                                             strict=cfg.strict, progress=progress)
-    notes = [f"labeled {cfg.labeled}: {rep_l.summary()}", f"unlabeled {cfg.unlabeled}: {rep_u.summary()}"]
+    read = dict(cfg=cfg, size=size, cache_root=cache_root, progress=progress)
+    labeled, note_l, warn_l = _folder_set(cfg.labeled, labeled=True, in_memory=True, **read)
+    unlabeled, note_u, warn_u = _folder_set(cfg.unlabeled, labeled=False, in_memory=False, **read)
+    notes, warnings = [f"labeled {cfg.labeled}: {note_l}", f"unlabeled {cfg.unlabeled}: {note_u}"], warn_l + warn_u
     test = None
     if cfg.test:
-        test, rep_t = load_image_folder(cfg.test, channels=cfg.channels, size=(size, size),
-                                        strict=cfg.strict, classes=labeled.classes, progress=progress)
-        notes.append(f"test {cfg.test}: {rep_t.summary()}")
-    for rep in (rep_l, rep_u) + ((rep_t,) if cfg.test else ()):
-        for w in rep.warnings:
-            log.warning(w)
+        test, note_t, warn_t = _folder_set(cfg.test, labeled=True, in_memory=True, classes=labeled.classes, **read)
+        notes.append(f"test {cfg.test}: {note_t}")
+        warnings += warn_t
+    for w in warnings:
+        log.warning(w)
     return Datasets(labeled, unlabeled, test, list(labeled.classes), notes)
+
+
+def _folder_set(path: str, *, cfg: DataConfig, size: int, labeled: bool, in_memory: bool, cache_root: Path | None,
+                progress: bool, classes: list[str] | None = None) -> tuple[ImageSet, str, list[str]]:
+    """One folder input as an ImageSet: from a prepared cache, through an automatic cache, or decoded
+    in memory. Returns (images, one-line note, warnings)."""
+    if is_cache(path):
+        cache = ImageCache(path)
+        want = (cfg.channels, size, size) if cfg.image_size else (cfg.channels, *cache.shape[1:])
+        if tuple(cache.shape) != want or cache.labeled != labeled:
+            kind = "labeled" if labeled else "unlabeled"
+            raise UserError(f"{path}: cache of {'labeled' if cache.labeled else 'unlabeled'} "
+                            f"{'x'.join(map(str, cache.shape))} images, but {kind} {'x'.join(map(str, want))} "
+                            "images are wanted (data.channels, data.image_size)")
+        return cache.imageset(classes, in_memory), f"cache of {cache.count:,} images", []
+    if cache_root is None:
+        if labeled:
+            images, rep = load_image_folder(path, channels=cfg.channels, size=(size, size), strict=cfg.strict,
+                                            classes=classes, progress=progress)
+        else:
+            images, rep = load_unlabeled_folder(path, channels=cfg.channels, size=(size, size), strict=cfg.strict,
+                                                progress=progress)
+        return images, rep.summary(), rep.warnings
+    out = cache_root / _cache_name(path, cfg.channels, size, labeled)
+    cache, rep = prepare_folder(path, out, channels=cfg.channels, size=(size, size), labeled=labeled,
+                                workers=cfg.workers, strict=cfg.strict, progress=progress)
+    if classes is not None:
+        _check_classes(path, cache.classes, classes)
+    return cache.imageset(classes, in_memory), rep.summary(), rep.warnings
+
+
+def _cache_name(path: str, channels: int, size: int, labeled: bool) -> str:
+    """<folder name>-<hash of its absolute path and the image format>: one cache per input and format."""
+    full = str(Path(path).resolve())
+    key = hashlib.sha256(f"{full}|{channels}|{size}|{labeled}".encode()).hexdigest()[:12]
+    return f"{Path(full).name or 'root'}-{'labeled' if labeled else 'unlabeled'}-{channels}x{size}-{key}"
+
+
+def _check_classes(path: str, found: list[str], classes: list[str]) -> None:
+    for name in found:
+        if name not in classes:
+            preview = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            raise UserError(f"{path}: class folder '{name}' is not one of the {len(classes)} labeled classes ({preview})")

@@ -6,12 +6,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from noisystudent.data.disk import DiskImages
+
 
 @dataclass
 class ImageSet:
     """Images with optional labels.
 
-    images: (N, C, H, W) uint8, contiguous.
+    images: (N, C, H, W) uint8, contiguous; or a `DiskImages` (the same surface, read from a cache
+        file a batch at a time) for unlabeled pools too large to hold in memory.
     labels: (N,) int64 class indices into `classes`, or None when unknown. Unlabeled pools built
         from labeled data (digits, Fashion-MNIST) keep their true labels here so that pseudo-label
         accuracy can be reported; training never reads them.
@@ -19,7 +22,7 @@ class ImageSet:
     sources: optional per-image origin (file path relative to the root, or "" for arrays).
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | DiskImages
     labels: torch.Tensor | None
     classes: list[str]
     sources: list[str] = field(default_factory=list)
@@ -39,10 +42,23 @@ class ImageSet:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
+        """The images at `index` (a lazy view when the images are on disk)."""
         index = torch.as_tensor(index, dtype=torch.long)
+        images = self.images.subset(index) if isinstance(self.images, DiskImages) else self.images[index].contiguous()
         return ImageSet(
-            images=self.images[index].contiguous(),
+            images=images,
             labels=None if self.labels is None else self.labels[index],
             classes=list(self.classes),
             sources=[self.sources[i] for i in index.tolist()] if self.sources else [],
         )
+
+    def in_memory(self) -> "ImageSet":
+        """This set with its images loaded into a tensor (a no-op when they already are)."""
+        if isinstance(self.images, DiskImages):
+            return ImageSet(self.images.load(), self.labels, list(self.classes), list(self.sources))
+        return self
+
+
+def take_rows(images: torch.Tensor | DiskImages, rows: torch.Tensor) -> torch.Tensor | DiskImages:
+    """`images[rows]`: a copy for a tensor, a lazy view (nothing read yet) for images on disk."""
+    return images.subset(rows) if isinstance(images, DiskImages) else images[rows]

@@ -4,6 +4,7 @@
 * `load_idx(directory, split)`: MNIST / Fashion-MNIST IDX files, raw or gzipped.
 * `load_image_folder(directory, ...)`: labeled images in DIR/<class>/... folders.
 * `load_unlabeled_folder(directory, ...)`: every image under DIR, recursively.
+* `load_npz(path)`: arrays `images` (+ optional `labels`, `classes`) from a NumPy .npz (no pickles).
 
 Folder readers never stop on a bad file unless `strict=True`: unreadable files are skipped and
 listed, with a reason, in the returned `ReadReport`. Decoding rules (colour modes, transparency on
@@ -42,6 +43,7 @@ __all__ = [
     "load_digits",
     "load_idx",
     "load_image_folder",
+    "load_npz",
     "load_unlabeled_folder",
 ]
 
@@ -184,7 +186,90 @@ def _check_label_range(path: Path, labels: np.ndarray, n_classes: int) -> None:
         )
 
 
+# --------------------------------------------------------------------------- .npz arrays
+
+
+def load_npz(path: str | Path) -> ImageSet:
+    """Images from a NumPy .npz: `images` (or `x`) as uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) with
+    C in 1 or 3; optional `labels` (or `y`) as N integers and `classes` as N names' strings.
+
+    Object arrays are refused (reading them would unpickle data from the file).
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found (expected a .npz with an 'images' array)") from None
+    except ValueError as err:
+        raise UserError(f"{path}: cannot read without unpickling ({err}); store plain arrays") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise UserError(f"{path}: not a readable .npz file ({err})") from None
+    key = "images" if "images" in arrays else "x" if "x" in arrays else None
+    if key is None:
+        raise UserError(f"{path}: no 'images' (or 'x') array; found {', '.join(arrays) or 'nothing'}")
+    x = arrays[key]
+    if x.dtype != np.uint8:
+        raise UserError(f"{path}: '{key}' must be uint8 (0..255), got {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)  # channels last -> first
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise UserError(f"{path}: '{key}' must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3, "
+                        f"got {x.shape}")
+    labels = None
+    lkey = "labels" if "labels" in arrays else "y" if "y" in arrays else None
+    classes: list[str] = [str(c) for c in arrays["classes"].tolist()] if "classes" in arrays else []
+    if lkey is not None:
+        y = arrays[lkey]
+        if y.shape != (len(x),) or y.dtype.kind not in "iu":
+            raise UserError(f"{path}: '{lkey}' must be {len(x):,} integers, got {y.dtype} {y.shape}")
+        if len(y) and y.min() < 0:
+            raise UserError(f"{path}: '{lkey}' holds a negative label ({int(y.min())})")
+        if not classes:
+            classes = [str(c) for c in range(int(y.max()) + 1 if len(y) else 0)]
+        _check_label_range(path, y, len(classes))
+        labels = torch.from_numpy(y.astype(np.int64))
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(x)), labels, classes, [""] * len(x))
+
+
 # --------------------------------------------------------------------------- image folders
+
+
+@dataclass
+class LabeledListing:
+    """The image files of a folder of class folders, before decoding."""
+
+    root: Path
+    classes: list[str]                 # the class names labels index into
+    folders: list[tuple[str, str]]     # (NFC class name, folder name on disk), sorted
+    paths: list[str]                   # "<folder>/<relative path>", class folder by class folder
+    labels: list[int]                  # index into `classes`, one per path
+    warnings: list[str]
+
+
+def list_labeled_files(directory: str | Path, classes: list[str] | None = None) -> LabeledListing:
+    """List `directory/<class>/...` (recursive inside each class folder; hidden folders ignored).
+
+    Class names are the sorted (Unicode NFC) folder names. When `classes` is given, labels index
+    into it and a folder not in it is an error.
+    """
+    root = _existing_folder(directory, f"a folder of class folders ({directory}/<class>/*.png)")
+    folders = sorted((_nfc(p.name), p.name) for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise UserError(f"{directory}: no class folders found (expected {directory}/<class>/*.png)")
+    class_list = _class_list(directory, [name for name, _ in folders], classes)
+    index_of = {name: i for i, name in enumerate(class_list)}
+    warnings = _stray_images_note(root)
+    paths: list[str] = []
+    labels: list[int] = []
+    for name, folder in folders:
+        found, notes = list_image_files(root / folder)
+        warnings += notes
+        paths += [f"{folder}/{rel}" for rel in found]
+        labels += [index_of[name]] * len(found)
+    return LabeledListing(root, class_list, folders, paths, labels, warnings)
 
 
 def load_image_folder(
@@ -203,27 +288,13 @@ def load_image_folder(
     (H, W) = size; sources are paths relative to `directory` ("<class>/<file>").
     """
     size = check_shape_args(channels, size)
-    root = _existing_folder(directory, f"a folder of class folders ({directory}/<class>/*.png)")
-    folders = sorted((_nfc(p.name), p.name) for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise UserError(f"{directory}: no class folders found (expected {directory}/<class>/*.png)")
-    class_list = _class_list(directory, [name for name, _ in folders], classes)
-    index_of = {name: i for i, name in enumerate(class_list)}
-
-    report = ReadReport()
-    report.warnings += _stray_images_note(root)
-    paths: list[str] = []
-    labels: list[int] = []
-    for name, folder in folders:
-        found, notes = list_image_files(root / folder)
-        report.warnings += notes
-        paths += [f"{folder}/{rel}" for rel in found]
-        labels += [index_of[name]] * len(found)
-
+    listing = list_labeled_files(directory, classes)
+    root, paths, labels, class_list = listing.root, listing.paths, listing.labels, listing.classes
+    report = ReadReport(warnings=list(listing.warnings))
     pixels, kept = _decode_all(root, paths, channels, size, strict, report, progress)
     label_array = np.asarray(labels, dtype=np.int64)[kept]  # (N,)
-    report.warnings += _empty_class_notes(folders, index_of, labels, label_array)
-    _require_images(directory, len(paths), report)
+    report.warnings += empty_class_notes(listing, label_array)
+    require_images(directory, len(paths), report)
     imageset = ImageSet(
         images=torch.from_numpy(pixels),
         labels=torch.from_numpy(label_array),
@@ -246,7 +317,7 @@ def load_unlabeled_folder(
     paths, notes = list_image_files(root)
     report = ReadReport(warnings=notes)
     pixels, kept = _decode_all(root, paths, channels, size, strict, report, progress)
-    _require_images(directory, len(paths), report)
+    require_images(directory, len(paths), report)
     imageset = ImageSet(torch.from_numpy(pixels), None, [], [paths[i] for i in kept])
     return imageset, report
 
@@ -290,14 +361,14 @@ def _stray_images_note(root: Path) -> list[str]:
     return [f"ignored {len(stray):,} image files directly in {root} (labeled images must be inside class folders)"]
 
 
-def _empty_class_notes(
-    folders: list[tuple[str, str]], index_of: dict[str, int], listed: list[int], kept: np.ndarray
-) -> list[str]:
-    """A warning for each class folder that produced no images."""
-    listed_counts = np.bincount(np.asarray(listed, dtype=np.int64), minlength=len(index_of))
-    kept_counts = np.bincount(kept, minlength=len(index_of))
+def empty_class_notes(listing: LabeledListing, kept: np.ndarray) -> list[str]:
+    """A warning for each class folder that produced no images (`kept`: labels of the images read)."""
+    n = len(listing.classes)
+    listed_counts = np.bincount(np.asarray(listing.labels, dtype=np.int64), minlength=n)
+    kept_counts = np.bincount(np.asarray(kept, dtype=np.int64), minlength=n)
+    index_of = {name: i for i, name in enumerate(listing.classes)}
     notes = []
-    for name, folder in folders:
+    for name, folder in listing.folders:
         i = index_of[name]
         if listed_counts[i] == 0:
             notes.append(f"class folder '{folder}' is empty (no image files)")
@@ -306,7 +377,7 @@ def _empty_class_notes(
     return notes
 
 
-def _require_images(directory: str | Path, n_files: int, report: ReadReport) -> None:
+def require_images(directory: str | Path, n_files: int, report: ReadReport) -> None:
     """Zero images in total is an error even when skipping is allowed."""
     if report.read:
         return

@@ -198,7 +198,7 @@ def _load_data(config: Any, notes: list[str]) -> Any:
     from noisystudent.data.build import build_datasets
 
     try:
-        return build_datasets(config.data)
+        return build_datasets(config.data, cache_root=config.cache_root())
     except (UserError, OSError) as err:
         notes.append(f"the images could not be loaded again from config.yaml ({err}); image sections are left out.")
         return None
