@@ -239,44 +239,57 @@ def prepare_arrays(images: ImageSet, out: str | Path, *, source: dict[str, Any],
     """Build the cache `out` from in-memory images (IDX, CIFAR, .npz). Unchanged data is not rewritten."""
     from noisystudent.tensors import resize_uint8
 
-    out = Path(out)
-    t0 = time.perf_counter()
     c, h, w = images.shape
     if size is not None and tuple(size) != (h, w):
         if size[0] != size[1]:
             raise UserError(f"size: arrays are resized to squares only, got {size}")
         h = w = int(size[0])
-    shape = (c, h, w)
-    report = PrepareReport(str(out), workers=1)
     digest = _array_digest(images)
-    old = _existing(out, shape, images.labels is not None, None)
+    old = _existing(Path(out), (c, h, w), images.labels is not None, None)
     if old is not None and old.meta.get("source", {}).get("digest") == digest:
-        report.total = report.unchanged = old.count
-        return old, report
-    out.mkdir(parents=True, exist_ok=True)
-    entries: list[dict[str, Any]] = []
-    bar = progress_bar(total=len(images), desc=f"prepare {out.name}", unit="img", enable=progress)
-    target = out / (IMAGES + ".new")  # the old cache stays valid until the new one is complete
-    with _Writer(target, start_row=0, row_bytes=c * h * w) as writer:
+        return old, PrepareReport(str(out), total=old.count, unchanged=old.count)
+
+    def blocks() -> Iterator[tuple[np.ndarray, list[str | None]]]:
         for start in range(0, len(images), COPY_BLOCK):
             block = images.images[start:start + COPY_BLOCK]
-            orig = tuple(block.shape[-2:])
-            block = resize_uint8(block, h) if (h, w) != orig else block
-            pixels = block.contiguous().numpy()
+            block = resize_uint8(block, h) if (h, w) != tuple(block.shape[-2:]) else block
+            labels = [None] * len(block) if images.labels is None else \
+                [images.classes[int(y)] for y in images.labels[start:start + len(block)]]
+            yield block.contiguous().numpy(), labels
+
+    return write_array_cache(out, blocks(), shape=(c, h, w), classes=list(images.classes),
+                             labeled=images.labels is not None, source={**source, "split": split, "digest": digest},
+                             name=split, original=images.shape[1:], progress=progress, total=len(images))
+
+
+def write_array_cache(out: str | Path, blocks: Iterable[tuple[np.ndarray, list[str | None]]], *,
+                      shape: tuple[int, int, int], classes: list[str], labeled: bool, source: dict[str, Any],
+                      name: str = "array", original: tuple[int, int] | None = None, progress: bool = False,
+                      total: int | None = None) -> tuple[ImageCache, PrepareReport]:
+    """Write a cache from blocks of (pixels (B, C, H, W) uint8, class name or None per image), holding
+    one block in memory at a time; rows are indexed as "<name>[i]". Replaces any cache at `out`."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    h, w = original or shape[1:]
+    entries: list[dict[str, Any]] = []
+    bar = progress_bar(total=total, desc=f"prepare {out.name}", unit="img", enable=progress)
+    target = out / (IMAGES + ".new")  # the old cache stays valid until the new one is complete
+    with _Writer(target, start_row=0, row_bytes=int(np.prod(shape))) as writer:
+        for pixels, labels in blocks:
+            if pixels.shape[1:] != tuple(shape) or pixels.dtype != np.uint8:
+                raise ValueError(f"block of {pixels.dtype} {pixels.shape[1:]}, expected uint8 {tuple(shape)}")
             writer.write(pixels)
-            for j in range(len(block)):
-                i = start + j
-                label = None if images.labels is None else images.classes[int(images.labels[i])]
-                entries.append({"path": f"{split}[{i}]", "width": orig[1], "height": orig[0], "bytes": 0,
-                                "mtime_ns": 0, "hash": hashlib.blake2b(pixels[j].tobytes(), digest_size=16).hexdigest(),
+            flat = pixels.reshape(len(pixels), -1)
+            for j, label in enumerate(labels):
+                entries.append({"path": f"{name}[{len(entries)}]", "width": w, "height": h, "bytes": 0,
+                                "mtime_ns": 0, "hash": hashlib.blake2b(flat[j].tobytes(), digest_size=16).hexdigest(),
                                 "label": label})
-            bar.update(len(block))
+            bar.update(len(pixels))
     bar.close()
     os.replace(target, out / IMAGES)
-    report.total = report.added = len(entries)
-    report.seconds = time.perf_counter() - t0
-    _commit(out, entries, shape, list(images.classes), images.labels is not None,
-            {**source, "split": split, "digest": digest}, report)
+    report = PrepareReport(str(out), total=len(entries), added=len(entries), seconds=time.perf_counter() - t0)
+    _commit(out, entries, shape, classes, labeled, source, report)
     return ImageCache(out), report
 
 
