@@ -27,7 +27,6 @@ Decoding runs in `workers` processes; unreadable files are reported and skipped 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -41,10 +40,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from noisystudent.checkpoint import atomic_write_bytes
-from noisystudent.data.decode import Unreadable, check_shape_args, list_image_files, read_image
+from noisystudent.data.decode import Unreadable, check_shape_args, list_image_files, read_image_and_size
 from noisystudent.data.disk import DiskImages
 from noisystudent.data.imageset import ImageSet
 from noisystudent.errors import UserError
@@ -383,11 +381,9 @@ def _decode_chunk(task: tuple[str, list[tuple[str, str | None]], int, tuple[int,
     for rel, label in items:
         path = Path(root) / rel
         try:
-            pixels[len(metas)] = read_image(path, channels, size)
+            pixels[len(metas)], (width, height) = read_image_and_size(path, channels, size)
             data = path.read_bytes()
             st = path.stat()
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
         except Unreadable as err:
             skipped.append((rel, err.reason))
             continue

@@ -77,16 +77,22 @@ def decode_image(path: str | os.PathLike, channels: int, size: tuple[int, int]) 
 
 def read_image(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
     """Decode `path` to (channels, H, W) uint8; raises `Unreadable` with a reason on any failure."""
+    return read_image_and_size(path, channels, size)[0]
+
+
+def read_image_and_size(path: Path, channels: int, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """`read_image`, plus the file's own (width, height) in pixels, as stored (before EXIF rotation)."""
     _check_file(path)
-    img = _open_pixels(path, channels, size)
+    original: list[tuple[int, int]] = []
+    img = _open_pixels(path, channels, size, original)
     img = _to_eight_bit(img, channels)
     height, width = size
     if img.size != (width, height):
         img = img.resize((width, height), Image.Resampling.BILINEAR)
     array = np.asarray(img, dtype=np.uint8)  # (H, W) for "L", (H, W, 3) for "RGB"
     if channels == 1:
-        return array[None, :, :]
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+        return array[None, :, :], original[0]
+    return np.ascontiguousarray(array.transpose(2, 0, 1)), original[0]
 
 
 def _check_file(path: Path) -> None:
@@ -101,14 +107,16 @@ def _check_file(path: Path) -> None:
         raise Unreadable("empty file (0 bytes)")
 
 
-def _open_pixels(path: Path, channels: int, size: tuple[int, int]) -> Image.Image:
-    """Open and fully decode `path` (pixels loaded, EXIF orientation applied)."""
+def _open_pixels(path: Path, channels: int, size: tuple[int, int], original: list[tuple[int, int]]) -> Image.Image:
+    """Open and fully decode `path` (pixels loaded, EXIF orientation applied); appends the stored
+    (width, height) to `original`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # Our own file object: closing it keeps the decoded pixels (closing the Image would not).
             with open(path, "rb") as handle:
                 img = Image.open(handle)
+                original.append(img.size)
                 _check_bomb(img)
                 if img.format == "JPEG":
                     side = max(size)  # square request: safe if EXIF rotation swaps H and W later
