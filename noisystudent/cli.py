@@ -34,7 +34,7 @@ config keys (see `noisystudent config` for all of them and their values):
   data.*      source (digits|idx|cifar|folder), dir, labeled, unlabeled, test, channels, image_size, ...
   model.names teacher first, then the student of each round (the last one repeats)
   noise.*     randaugment (e.g. rand-n2-m9), dropout, drop_path, noise_teacher
-  teacher.* / student.*   epochs, batch_size, unlabeled_ratio, optimizer, lr, schedule, ema, ...
+  teacher.* / student.*   epochs, batch_size, unlabeled_ratio, optimizer, lr, schedule, ema, sync_bn, ...
   pseudo.*    mode (soft|hard), temperature, threshold, balance, per_class, topk
   pipeline.*  rounds, variant (noisy_student|consistency), report
 """
@@ -69,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     run.add_argument("--nproc", type=int, metavar="N",
                      help="N data-parallel processes on this machine, launched with torchrun (standalone "
-                          "rendezvous): training split over them, pseudo-labeling sharded, rank 0 writes the "
-                          "files. CPU: each process gets (CPU cores // N) torch threads unless OMP_NUM_THREADS "
-                          "is set; --device cuda: process r uses cuda:r. Under torchrun, leave --nproc out")
+                          "rendezvous): each batch_size (a global batch) split over them, pseudo-labeling "
+                          "sharded, rank 0 writes the files. CPU: each process gets (CPU cores // N) torch "
+                          "threads unless OMP_NUM_THREADS is set (torchrun used directly gives 1); --device "
+                          "cuda: process r uses cuda:r. Under torchrun, leave --nproc out")
 
     cfg = sub.add_parser("config", help="print the resolved config as YAML (what `run` would use)")
     config_args(cfg)
