@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -177,8 +176,14 @@ def _run(cfg: "Config", args: argparse.Namespace, quiet: bool) -> int:
 
 
 def _launch(nproc: int, cfg: "Config", argv: list[str]) -> int:
-    """Run this same command as `nproc` processes under torchrun on this machine; returns its exit status."""
+    """Run this same command as `nproc` processes on this machine through torch.distributed.run
+    (`torchrun --standalone --nproc_per_node=nproc -m noisystudent ...`, in this process); returns the
+    exit status. A failed process has printed its own one-line error; this adds one line, not torchrun's
+    report."""
     import torch
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run as torchrun
 
     from noisystudent.pipeline import resolve_device
 
@@ -188,21 +193,25 @@ def _launch(nproc: int, cfg: "Config", argv: list[str]) -> int:
     if device.type == "cuda" and nproc > torch.cuda.device_count():
         raise UserError(f"--nproc {nproc} with device cuda: this machine has {torch.cuda.device_count()} GPU(s), "
                         "one per process is needed")
-    env = dict(os.environ)
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in env:  # processes share the cores instead of fighting
-        env["OMP_NUM_THREADS"] = str(max(1, _cpu_count() // nproc))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "noisystudent", *without_nproc(argv)]
-    proc = subprocess.Popen(cmd, env=env)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if device.type == "cpu" and threads is None:  # the processes share the cores instead of fighting over them
+        os.environ["OMP_NUM_THREADS"] = str(max(1, _cpu_count() // nproc))
+    launch = parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "noisystudent", *without_nproc(argv)])
+    logging.disable(logging.ERROR)  # torchrun's own log lines; the processes log on their own
     try:
-        rc = proc.wait()
-    except KeyboardInterrupt:
-        proc.wait()  # torchrun received the same interrupt and stops its processes
-        raise
-    if rc != 0:
-        print(f"noisystudent: {nproc} processes under torchrun ended with exit status {rc} "
-              "(the failing process's message is above)", file=sys.stderr)
-    return rc
+        torchrun(launch)
+        return 0
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        print(f"noisystudent: process {rank} of {nproc} failed with exit status {failure.exitcode} "
+              "(its message is above)", file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    except SignalException:
+        raise KeyboardInterrupt from None
+    finally:
+        logging.disable(logging.NOTSET)
+        if threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
 
 
 def without_nproc(argv: list[str]) -> list[str]:

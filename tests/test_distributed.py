@@ -17,7 +17,7 @@ import torch
 
 from noisystudent import Config, load_model, run
 from noisystudent.checkpoint import load_tensors
-from noisystudent.cli import main, without_nproc
+from noisystudent.cli import _cpu_count, main, without_nproc
 from noisystudent.data.build import build_datasets
 from noisystudent.distributed import Dist, RowRange, init_distributed, rank_rows, shard_rows
 from noisystudent.errors import UserError
@@ -48,9 +48,11 @@ TINY = ["teacher.epochs=30", "student.epochs=10", "model.names=[resnet8]", "data
 TOLERANCE = 0.10
 
 
-def python(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    """`python ARGS` on this checkout with one torch thread (a process per core, as torchrun's default)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+def python(*args: str, timeout: float = 180, threads: str | None = "1") -> subprocess.CompletedProcess:
+    """`python ARGS` on this checkout with OMP_NUM_THREADS=`threads` (None: unset), by default one torch
+    thread (a process per core, as torchrun's default)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": threads}
+    env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -219,3 +221,27 @@ def test_two_gloo_processes_run_the_pipeline(tmp_path):
            for name in ("ddp", "single")}
     assert abs(acc["ddp"] - acc["single"]) <= TOLERANCE, acc
 
+
+
+def test_nproc_relaunches_the_command_under_torchrun(tmp_path):
+    tiny = ["--set", "teacher.epochs=1", "--set", "model.names=[resnet8]", "--set", "data.labeled_per_class=5",
+            "--set", "data.max_unlabeled=50", "--rounds", "0", "--set", "pipeline.report=false",
+            "--set", "pipeline.robustness=false"]
+    done = python("-m", "noisystudent", "run", "--nproc", "2", "-q", "--out-dir", str(tmp_path), "--name", "n2", *tiny,
+                  threads=None)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| round | model |") == 1
+    log = (tmp_path / "n2" / "run.log").read_text()
+    threads = max(1, _cpu_count() // 2)  # the cores shared out
+    assert f"device cpu ({threads} CPU threads, rank 0 of 2 (gloo, local rank 0))" in log
+
+
+def test_a_failing_process_under_nproc_is_reported_in_one_line_each(tmp_path):
+    missing = str(tmp_path / "missing")
+    done = python("-m", "noisystudent", "run", "--nproc", "2", "--labeled", missing, "--unlabeled", missing,
+                  "--out-dir", str(tmp_path))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert 1 <= sum("folder not found" in line for line in lines) <= 2  # once per process that got that far
+    assert all(line.startswith("noisystudent") for line in lines), lines
+    assert lines[-1].startswith("noisystudent: process ") and "failed with exit status 2" in lines[-1]
