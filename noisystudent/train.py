@@ -262,7 +262,10 @@ def _wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     buffers, i.e. BN statistics, broadcast at every forward)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if device.type != "cuda":
+        return DistributedDataParallel(model)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return DistributedDataParallel(model, device_ids=[index], output_device=index)
 
 
 def _to_sync_batchnorm(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
