@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,12 +26,14 @@ examples:
   noisystudent run -c configs/fashion_mnist.yaml --set pipeline.rounds=3
   noisystudent run --labeled data/labeled --unlabeled data/unlabeled --test data/test --name mine
   noisystudent run --set teacher.epochs=5 --set model.names=resnet8,resnet14,resnet20
+  noisystudent run --nproc 2                               # 2 processes on this machine (docs/SCALING.md)
+  torchrun --nproc_per_node=8 -m noisystudent run --device cuda   # the same, launched by torchrun
 
 config keys (see `noisystudent config` for all of them and their values):
   data.*      source (digits|idx|cifar|folder), dir, labeled, unlabeled, test, channels, image_size, ...
   model.names teacher first, then the student of each round (the last one repeats)
   noise.*     randaugment (e.g. rand-n2-m9), dropout, drop_path, noise_teacher
-  teacher.* / student.*   epochs, batch_size, unlabeled_ratio, optimizer, lr, schedule, ema, ...
+  teacher.* / student.*   epochs, batch_size, unlabeled_ratio, optimizer, lr, schedule, ema, sync_bn, ...
   pseudo.*    mode (soft|hard), temperature, threshold, balance, per_class, topk
   pipeline.*  rounds, variant (noisy_student|consistency), report
 """
@@ -63,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="start the run over even if its directory holds results of another config")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    run.add_argument("--nproc", type=int, metavar="N",
+                     help="N data-parallel processes on this machine, launched with torchrun (standalone "
+                          "rendezvous): each batch_size (a global batch) split over them, pseudo-labeling "
+                          "sharded, rank 0 writes the files. CPU: each process gets (CPU cores // N) torch "
+                          "threads unless OMP_NUM_THREADS is set (torchrun used directly gives 1); --device "
+                          "cuda: process r uses cuda:r. Under torchrun, leave --nproc out")
 
     cfg = sub.add_parser("config", help="print the resolved config as YAML (what `run` would use)")
     config_args(cfg)
@@ -158,20 +167,19 @@ def main(argv: list[str] | None = None) -> int:
             return _prepare(args, progress=not quiet and sys.stderr.isatty())
         if args.command in OUTPUT_COMMANDS:  # report / predict / export: see the block at the end
             return OUTPUT_COMMANDS[args.command](args)
+        if getattr(args, "nproc", None) is not None and args.nproc < 1:
+            raise UserError(f"--nproc {args.nproc}: expected a number of processes of at least 1")
         cfg = config_from_args(args)
         if args.command == "config":
             print(cfg.to_yaml(), end="")
             return 0
         if args.command == "augment-preview":
             return _augment_preview(cfg, args)
-        from noisystudent.pipeline import run
-
-        result = run(cfg, progress=not quiet and sys.stderr.isatty(), force=args.force)
-        print(result.table())
-        print(f"\nresults: {result.run_dir}/ (report.html, summary.md, metrics.jsonl, round-*/model.safetensors)")
-        return 0
+        if args.nproc is not None and args.nproc > 1:
+            return _launch(args.nproc, cfg, sys.argv[1:] if argv is None else argv)
+        return _run(cfg, args, quiet)
     except UserError as e:
-        print(f"noisystudent: {e}", file=sys.stderr)
+        print(f"noisystudent{_rank_note()}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("noisystudent: interrupted; run the same command again to continue", file=sys.stderr)
@@ -196,6 +204,85 @@ def _prepare(args: argparse.Namespace, progress: bool) -> int:
     print(f"cache: {cache.count:,} images of {c}x{h}x{w}{classes}; use it with "
           f"`noisystudent run --{'labeled' if cache.labeled else 'unlabeled'} {args.out}`")
     return 0
+
+
+def _run(cfg: "Config", args: argparse.Namespace, quiet: bool) -> int:
+    """The pipeline in this process: alone, or as one rank of a torchrun process group."""
+    from noisystudent.distributed import init_distributed
+    from noisystudent.pipeline import resolve_device, run
+
+    dist = init_distributed(resolve_device(cfg.device), os.environ)
+    try:
+        if not dist.is_main:  # rank 0 speaks for all; the others only report their own errors
+            logging.getLogger().setLevel(logging.ERROR)
+        result = run(cfg, progress=not quiet and sys.stderr.isatty(), force=args.force, dist=dist)
+        if dist.is_main:
+            print(result.table())
+            print(f"\nresults: {result.run_dir}/ (report.html, summary.md, metrics.jsonl, round-*/model.safetensors)")
+        return 0
+    finally:
+        dist.close()
+
+
+def _launch(nproc: int, cfg: "Config", argv: list[str]) -> int:
+    """Run this same command as `nproc` processes on this machine through torch.distributed.run
+    (`torchrun --standalone --nproc_per_node=nproc -m noisystudent ...`, in this process); returns the
+    exit status. A failed process has printed its own one-line error; this adds one line, not torchrun's
+    report."""
+    import torch
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run as torchrun
+
+    from noisystudent.distributed import usable_cores
+    from noisystudent.pipeline import resolve_device
+
+    if os.environ.get("WORLD_SIZE"):
+        raise UserError("--nproc: this process already runs under torchrun (WORLD_SIZE is set); leave --nproc out")
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise UserError(f"--nproc {nproc} with device cuda: this machine has {torch.cuda.device_count()} GPU(s), "
+                        "one per process is needed")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if device.type == "cpu" and threads is None:  # the processes share the cores instead of fighting over them
+        os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cores() // nproc))
+    launch = parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "noisystudent", *without_nproc(argv)])
+    logging.disable(logging.ERROR)  # torchrun's own log lines; the processes log on their own
+    try:
+        torchrun(launch)
+        return 0
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        print(f"noisystudent: process {rank} of {nproc} failed with exit status {failure.exitcode} "
+              "(its message is above)", file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    except SignalException:
+        raise KeyboardInterrupt from None
+    finally:
+        logging.disable(logging.NOTSET)
+        if threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """`argv` less its --nproc option (`--nproc N`, `--nproc=N`, or an abbreviation such as `--np N`)."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name, eq, _ = token.partition("=")
+        if len(name) >= 4 and "--nproc".startswith(name):  # "--np" is the shortest unambiguous prefix
+            skip = not eq
+            continue
+        out.append(token)
+    return out
+
+
+def _rank_note() -> str:
+    """' (rank r)' in a process of rank r > 0 under torchrun, so an error names its process."""
+    rank = os.environ.get("RANK", "0")
+    return "" if rank in ("", "0") else f" (rank {rank})"
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -12,6 +12,10 @@
     runs/<name>/metrics.jsonl, run.log, summary.json, summary.md, report.html (+ plots/, tensorboard/)
 
 A stage whose output exists is skipped, so re-running the same command continues where it stopped.
+
+With several processes (`dist`, from torchrun), every rank runs the same rounds: training is data
+parallel, pseudo-labeling is sharded, and rank 0 alone writes files and evaluates while the
+others wait at a barrier before they read what it wrote.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +37,12 @@ from noisystudent.checkpoint import (atomic_write_bytes, load_model, load_tensor
 from noisystudent.config import Config, diff_keys
 from noisystudent.data.build import Datasets, build_datasets
 from noisystudent.data.imageset import take_rows
+from noisystudent.distributed import Dist
 from noisystudent.errors import UserError
 from noisystudent.evaluate import evaluate
 from noisystudent.models import count_params, create_model, list_models
 from noisystudent.progress import MetricsLog
-from noisystudent.pseudo_label import PseudoLabels, accuracy_stats, make_targets, predict, select
+from noisystudent.pseudo_label import PseudoLabels, accuracy_stats, make_targets, predict_to_file, select
 from noisystudent.targets import Targets
 from noisystudent.tensors import channel_stats
 from noisystudent.train import Augmentation, Evaluation, _derive, train
@@ -73,33 +79,59 @@ class RunResult:
         return self.rows[-1]["test_accuracy"] if self.rows else None
 
 
-def run(cfg: Config, *, progress: bool = True, force: bool = False) -> RunResult:
-    """Run (or continue) the whole pipeline described by `cfg`; returns the per-round summary."""
+def run(cfg: Config, *, progress: bool = True, force: bool = False, dist: Dist | None = None) -> RunResult:
+    """Run (or continue) the whole pipeline described by `cfg`; returns the per-round summary.
+
+    `dist`: the process group when several processes run this together (every rank calls `run` with
+    the same config; see `noisystudent.distributed.init_distributed`); default: one process.
+    """
+    dist = dist or Dist()
     unknown = [n for n in cfg.model.names if n not in list_models()]
     if unknown:
         raise UserError(f"model.names: unknown model {unknown[0]!r}; available: {', '.join(list_models())}")
-    device = resolve_device(cfg.device)
+    device = dist.device_for(resolve_device(cfg.device))
+    if dist.distributed and device.type != "cuda" and (cfg.teacher.sync_bn or cfg.student.sync_bn):
+        raise UserError("teacher.sync_bn / student.sync_bn: synchronized batch norm needs CUDA (torch's "
+                        "SyncBatchNorm runs only on GPUs); set them to false for CPU processes")
     run_dir = Path(cfg.out_dir) / cfg.name
     _check_run_dir(run_dir, cfg, force)
-    data = build_datasets(cfg.data, progress, cfg.cache_root())  # before the run directory is written: bad input leaves nothing behind
-    _claim_run_dir(run_dir, cfg, force)
-    handler = _log_to_file(run_dir / "run.log")
+    progress = progress and dist.is_main
+    # before the run directory is written: bad input leaves nothing behind. Rank 0 decodes folder
+    # inputs into their caches first; the other ranks then open the same caches (nothing to decode).
+    data, error = None, None
+    if dist.is_main:
+        try:
+            data = build_datasets(cfg.data, progress, cfg.cache_root())
+        except UserError as e:
+            error = e
+    if int(dist.all_reduce_sum(torch.tensor([0 if error is None else 1]))[0]):  # every rank learns of it
+        raise error or UserError("process 0 could not read the data (its message says why)")
+    if data is None:
+        data = build_datasets(cfg.data, False, cfg.cache_root(), prepare=False)
+    if dist.is_main:
+        _claim_run_dir(run_dir, cfg, force)
+    dist.barrier()  # the other ranks use the run directory only once rank 0 has made it
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir}: process {dist.rank} does not see the run directory that process 0 made; with "
+                        "several machines, out_dir must be on a file system all of them share")
+    handler = _log_to_file(run_dir / "run.log") if dist.is_main else None
     try:
-        return _run(cfg, run_dir, data, device, progress)
+        return _run(cfg, run_dir, data, device, progress, dist)
     finally:
-        logging.getLogger("noisystudent").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("noisystudent").removeHandler(handler)
+            handler.close()
 
 
-def _run(cfg: Config, run_dir: Path, data: Datasets, device: torch.device, progress: bool) -> RunResult:
-    log.info("run %s: device %s (%d CPU threads), config hash %s", run_dir, device, torch.get_num_threads(),
-             cfg.hash())
+def _run(cfg: Config, run_dir: Path, data: Datasets, device: torch.device, progress: bool, dist: Dist) -> RunResult:
+    log.info("run %s: device %s (%d CPU threads, %s), config hash %s", run_dir, device, torch.get_num_threads(),
+             dist.describe(), cfg.hash())
     for note in data.notes:
         log.info(note)
     log.info("data: %s", data.describe())
     mean, std = channel_stats(data.labeled.images)
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
-    ctx = _Context(cfg, run_dir, data, mean, std, device, metrics, progress)
+    metrics = MetricsLog(run_dir / "metrics.jsonl" if dist.is_main else None)
+    ctx = _Context(cfg, run_dir, data, mean, std, device, metrics, progress, dist)
 
     result = RunResult(run_dir)
     for k in range(cfg.pipeline.rounds + 1):
@@ -108,7 +140,10 @@ def _run(cfg: Config, run_dir: Path, data: Datasets, device: torch.device, progr
         log.info("round %d (%s): test accuracy %s, pseudo-labels kept %s (%.0f s)", k, row["model"],
                  _pct(row["test_accuracy"]), row["pseudo_labels_kept"], time.perf_counter() - t0)
         result.rows.append(row)
-        write_json(run_dir / "summary.json", {"config_hash": cfg.hash(), "rounds": result.rows})
+        if dist.is_main:
+            write_json(run_dir / "summary.json", {"config_hash": cfg.hash(), "rounds": result.rows})
+    if not dist.is_main:
+        return result
     atomic_write_bytes(run_dir / "summary.md", (result.table() + "\n").encode())
     if cfg.pipeline.report:
         from noisystudent.report import build_report
@@ -125,8 +160,9 @@ class _Context:
     mean: torch.Tensor
     std: torch.Tensor
     device: torch.device
-    metrics: MetricsLog
+    metrics: MetricsLog  # writes nothing on ranks other than 0
     progress: bool
+    dist: Dist = field(default_factory=Dist)
 
     @property
     def num_classes(self) -> int:
@@ -180,11 +216,10 @@ def stage_pseudo_label(ctx: _Context, rdir: Path,
     pl_path, sel_path = rdir / "pseudo_labels.safetensors", rdir / "selection.json"
     if pl_path.exists():
         pl = PseudoLabels.load(pl_path)
-    else:
-        pl = predict(teacher, ctx.data.unlabeled.images, mean=ctx.mean, std=ctx.std, temperature=cfg.temperature,
-                     topk=cfg.topk, batch_size=cfg.batch_size, device=ctx.device, progress=ctx.progress,
-                     desc=f"{rdir.name} pseudo-label")
-        pl.save(pl_path, cfg.temperature)
+    else:  # sharded over the ranks; every rank gets the whole result
+        pl = predict_to_file(teacher, ctx.data.unlabeled.images, pl_path, dist=ctx.dist, mean=ctx.mean, std=ctx.std,
+                             temperature=cfg.temperature, topk=cfg.topk, batch_size=cfg.batch_size, device=ctx.device,
+                             progress=ctx.progress, desc=f"{rdir.name} pseudo-label")
     idx_path = rdir / "selected.safetensors"
     if sel_path.exists() and idx_path.exists():
         return pl, load_tensors(idx_path)["indices"], read_json(sel_path)
@@ -197,8 +232,9 @@ def stage_pseudo_label(ctx: _Context, rdir: Path,
              "" if stats["pseudo_label_accuracy"] is None else
              f"; pseudo-label accuracy {_pct(stats['pseudo_label_accuracy'])}")
     ctx.metrics.write(stage=f"{rdir.name}/select", **stats)
-    save_tensors(idx_path, {"indices": chosen})
-    write_json(sel_path, stats)
+    if ctx.dist.is_main:  # the other ranks computed the same selection (it is deterministic)
+        save_tensors(idx_path, {"indices": chosen})
+        write_json(sel_path, stats)
     return pl, chosen, stats
 
 
@@ -235,7 +271,7 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
         teacher=teacher, teacher_augmentation=Augmentation(**weak), temperature=cfg.pseudo.temperature,
         evaluation=None if test is None else Evaluation(test.images, test.labels),
         state_path=rdir / "train_state.safetensors", metrics=ctx.metrics, tag=f"round-{k}",
-        progress=ctx.progress)
+        progress=ctx.progress, dist=ctx.dist)
     c, h, w = ctx.data.labeled.shape
     meta = {
         "model": args,
@@ -245,12 +281,34 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
         "config_hash": cfg.hash(),
         "train": asdict(result),
     }
-    save_model(path, model, meta)
-    (rdir / "train_state.safetensors").unlink(missing_ok=True)
+    if ctx.dist.is_main:
+        save_model(path, model, meta)
+        (rdir / "train_state.safetensors").unlink(missing_ok=True)
+    ctx.dist.barrier()  # the model file exists for every rank (the next round's teacher)
     return model
 
 
 def stage_evaluate(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, Any] | None:
+    """Test metrics of the round's model, on rank 0 (the other ranks wait, then read eval.json)."""
+    return _on_main(ctx, rdir / "eval.json", lambda: _evaluate(ctx, rdir, model))
+
+
+def stage_robustness(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, Any] | None:
+    """Robustness of the round's model, on rank 0 (the other ranks wait, then read robustness.json)."""
+    return _on_main(ctx, rdir / "robustness.json", lambda: _robustness(ctx, rdir, model))
+
+
+def _on_main(ctx: _Context, path: Path, compute: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+    """`compute()` (which writes `path`, or returns None) on rank 0 only; every other rank waits for
+    it, then reads `path`. One process: just `compute()`."""
+    result = compute() if ctx.dist.is_main else None
+    ctx.dist.barrier()
+    if ctx.dist.is_main:
+        return result
+    return read_json(path) if path.exists() else None
+
+
+def _evaluate(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, Any] | None:
     test = ctx.data.test
     if test is None:
         return None
@@ -263,7 +321,7 @@ def stage_evaluate(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[st
     return ev
 
 
-def stage_robustness(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, Any] | None:
+def _robustness(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, Any] | None:
     """Corruption errors, mCE, relative mCE (normalised by the round-0 teacher), flip rates and FGSM
     accuracy on the test set, or on a seeded subset of `pipeline.robustness_images` of it; the subset
     and the corruptions are seeded, so every round sees the same corrupted images."""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from noisystudent.checkpoint import load_tensors, save_tensors
+from noisystudent.distributed import Dist, RowRange, shard_rows
 from noisystudent.inference import iter_logits
 from noisystudent.targets import Targets
 
@@ -42,6 +43,12 @@ class PseudoLabels:
         t = load_tensors(path)
         return cls(t["hard"], t["confidence"], t["topk_index"], t["topk_prob"])
 
+    @classmethod
+    def concat(cls, parts: list["PseudoLabels"]) -> "PseudoLabels":
+        """The parts' rows one after the other (empty parts, whose k is a placeholder, are left out)."""
+        full = [p for p in parts if len(p)] or parts[:1]
+        return cls(*(torch.cat([getattr(p, f) for p in full]) for f in ("hard", "confidence", "topk_index", "topk_prob")))
+
 
 def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
             temperature: float = 1.0, topk: int = 0, batch_size: int = 512,
@@ -63,6 +70,44 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: torch.Tensor,
     if idx_out is None:  # no images
         idx_out, prob_out = torch.empty(0, 1, dtype=torch.long), torch.empty(0, 1)
     return PseudoLabels(hard, conf, idx_out, prob_out)
+
+
+def predict_to_file(model: torch.nn.Module, images: Any, path: str | Path, *, dist: Dist, mean: torch.Tensor,
+                    std: torch.Tensor, temperature: float = 1.0, topk: int = 0, batch_size: int = 512,
+                    device: torch.device | str = "cpu", progress: bool = True,
+                    desc: str = "pseudo-label") -> PseudoLabels:
+    """`predict` every image into `path`, the work split over the ranks of `dist`; every rank returns
+    the whole result.
+
+    Rank r labels `shard_rows(N, batch_size, world, r)` (batch-aligned, so each batch is one a single
+    process would run) and writes `<stem>.rank<r>.safetensors`; after a barrier rank 0 concatenates
+    the shards in rank order into `path` and removes them; after a second barrier the other ranks read
+    `path`. `images` is a (N, C, H, W) uint8 tensor or anything with `len()`, `shape` and `[a:b]`
+    slicing to one, and is read only through slices. With one process this is `predict` then save.
+    """
+    path = Path(path)
+    kwargs = dict(mean=mean, std=std, temperature=temperature, topk=topk, batch_size=batch_size, device=device)
+    if not dist.distributed:
+        pl = predict(model, images, progress=progress, desc=desc, **kwargs)
+        pl.save(path, temperature)
+        return pl
+    rows = shard_rows(len(images), batch_size, dist.world_size, dist.rank)
+    mine = predict(model, RowRange(images, rows), progress=progress and dist.is_main, desc=desc, **kwargs)
+    mine.save(shard_path(path, dist.rank), temperature)
+    dist.barrier()
+    if dist.is_main:
+        shards = [shard_path(path, r) for r in range(dist.world_size)]
+        pl = PseudoLabels.concat([PseudoLabels.load(p) for p in shards])
+        pl.save(path, temperature)
+        for p in shards:
+            p.unlink()
+    dist.barrier()
+    return pl if dist.is_main else PseudoLabels.load(path)
+
+
+def shard_path(path: Path, rank: int) -> Path:
+    """Where rank `rank` writes its part of `path`: pseudo_labels.rank<r>.safetensors beside it."""
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
 
 def select(pl: PseudoLabels, *, num_classes: int, threshold: float = 0.0, balance: bool = True,

@@ -12,6 +12,11 @@ An epoch is one pass over the pseudo-labeled set when there is one, else over th
 (the labeled stream cycles, reshuffled each pass). Everything random is seeded per epoch from
 `seed`, and the state (weights, optimizer, EMA, RNG) is saved atomically after every epoch, so an
 interrupted training resumes from its last completed epoch and ends with the same weights.
+
+With several processes (`dist`), every rank draws the same global batches and takes its part of
+each (`rank_rows`), so `batch_size` stays the global batch; the model is wrapped in
+DistributedDataParallel, and each rank's loss is scaled so that the averaged gradient is the
+gradient of the global batch's mean loss. Only rank 0 writes the state file and the metrics.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 from noisystudent.augment import RandAugment, random_crop_flip
 from noisystudent.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 from noisystudent.config import TrainConfig
+from noisystudent.distributed import Dist, rank_rows
 from noisystudent.errors import UserError
 from noisystudent.evaluate import accuracy
 from noisystudent.progress import MetricsLog, progress_bar
@@ -86,14 +92,22 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
           device: torch.device | str = "cpu", teacher: torch.nn.Module | None = None,
           teacher_augmentation: Augmentation | None = None, temperature: float = 1.0,
           evaluation: Evaluation | None = None, state_path: str | Path | None = None,
-          metrics: MetricsLog | None = None, tag: str = "train", progress: bool = True) -> TrainResult:
+          metrics: MetricsLog | None = None, tag: str = "train", progress: bool = True,
+          dist: Dist | None = None) -> TrainResult:
     """Train `model` in place (ending with the EMA weights when `cfg.ema` > 0).
 
     labeled: ((N_l, C, H, W) uint8 images, targets). unlabeled: ((N_u, C, H, W) uint8, targets), or
-    targets None with a `teacher` for the consistency variant. `state_path`: resumable state file.
+    targets None with a `teacher` for the consistency variant. `state_path`: resumable state file
+    (every rank reads it, rank 0 writes it). `dist`: the process group (default: one process); every
+    rank must call `train` with the same arguments, and all of them return the same weights.
     """
     device = torch.device(device)
-    metrics = metrics or MetricsLog(None)
+    dist = dist or Dist()
+    metrics = metrics if metrics is not None and dist.is_main else MetricsLog(None)
+    progress = progress and dist.is_main
+    if cfg.sync_bn and dist.distributed and device.type != "cuda":
+        raise UserError(f"{tag}: sync_bn needs CUDA (torch's SyncBatchNorm runs only on GPUs); "
+                        "set sync_bn=false for CPU processes")
     images_l, targets_l = labeled
     n_l = len(images_l)
     if n_l == 0:
@@ -114,15 +128,17 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
 
     model.to(device, memory_format=torch.channels_last).train()
     ema = _Ema(model, cfg.ema) if cfg.ema > 0 else None
+    plain_bn = _to_sync_batchnorm(model) if cfg.sync_bn and dist.distributed else {}
     optimizer = _make_optimizer(model, cfg)
     fingerprint = _fingerprint(tag, cfg, n_l, 0 if images_u is None else len(images_u), seed)
     start_epoch = 0
-    torch.manual_seed(_derive(seed, tag, "model-noise"))  # dropout / stochastic depth draws
+    torch.manual_seed(_rank_seed(dist, seed, tag, "model-noise"))  # dropout / stochastic depth draws
     if state_path is not None and Path(state_path).exists():
-        start_epoch = _load_state(state_path, fingerprint, model, optimizer, ema, device)
+        start_epoch = _load_state(state_path, fingerprint, model, optimizer, ema, device, dist)
         log.info("%s: resuming after epoch %d/%d", tag, start_epoch, cfg.epochs)
     if teacher is not None:
         teacher.to(device).eval()
+    net = _wrap_ddp(model, device) if dist.distributed else model
 
     result = TrainResult(start_epoch, float("nan"), None, 0.0, 0.0)
     bar = progress_bar(total=total_steps, desc=tag, unit="step", enable=progress)
@@ -132,16 +148,20 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         g_index = torch.Generator().manual_seed(_derive(seed, tag, "index", epoch))
-        g_aug = torch.Generator(device=device).manual_seed(_derive(seed, tag, "augment", epoch))
+        g_aug = torch.Generator(device=device).manual_seed(_rank_seed(dist, seed, tag, "augment", epoch))
         labeled_rows = _cycle(n_l, b_l, g_index)
         unlabeled_order = None if images_u is None else torch.randperm(len(images_u), generator=g_index)
         loss_sum = torch.zeros((), device=device)
         for step in range(steps):
             _set_lr(optimizer, _lr_at(epoch * steps + step, total_steps, steps, cfg))
-            rows_l = next(labeled_rows)
+            global_l = next(labeled_rows)                           # the global batch; this rank's part:
+            rows_l = rank_rows(global_l, dist.world_size, dist.rank)
+            n_global = len(global_l)
             x = images_l[rows_l]
             if images_u is not None:
-                rows_u = unlabeled_order[step * b_u:(step + 1) * b_u]
+                global_u = unlabeled_order[step * b_u:(step + 1) * b_u]
+                rows_u = rank_rows(global_u, dist.world_size, dist.rank)
+                n_global += len(global_u)
                 x = torch.cat([x, images_u[rows_u]])
             x = x.to(device, non_blocking=True)                     # (B, C, H, W) uint8
             y_l = targets_l.dense(rows_l, num_classes, cfg.label_smoothing, device)
@@ -151,14 +171,14 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
                     y_u = (teacher(to_model_input(view, mean, std)).float() / temperature).softmax(1)
             elif images_u is not None:
                 y_u = targets_u.dense(rows_u, num_classes, device=device)
-            logits = model(to_model_input(augmentation(x, g_aug), mean, std)).float()
-            loss = _soft_ce(logits[:len(rows_l)], y_l)
+            x_in = augmentation(x, g_aug) if len(x) else x          # a rank may get no rows of a short batch
+            logits = net(to_model_input(x_in, mean, std)).float()
+            loss = _soft_ce(logits[:len(rows_l)], y_l, _share(dist, len(global_l)))
             if images_u is not None:
                 if targets_u is None:
-                    loss_u = F.kl_div((logits[len(rows_l):] / temperature).log_softmax(1), y_u,
-                                      reduction="batchmean") * temperature ** 2
+                    loss_u = _kl(logits[len(rows_l):], y_u, temperature, _share(dist, len(global_u)))
                 else:
-                    loss_u = _soft_ce(logits[len(rows_l):], y_u)
+                    loss_u = _soft_ce(logits[len(rows_l):], y_u, _share(dist, len(global_u)))
                 loss = loss + cfg.unlabeled_weight * loss_u
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -166,8 +186,10 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
             if ema is not None:
                 ema.update(model)
             loss_sum += loss.detach()
-            images_seen += len(x)
+            images_seen += n_global
             bar.update(1)
+        if dist.distributed:  # rank losses are scaled by world / global batch: their mean is the global loss
+            loss_sum = dist.all_reduce_sum(loss_sum) / dist.world_size
         epoch_loss = (loss_sum / steps).item()  # the one sync per epoch
         if not math.isfinite(epoch_loss):
             where = f" (last good state: {state_path})" if state_path else ""
@@ -177,7 +199,7 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
         eval_model = ema.model if ema is not None else model
         test_acc = None
         last = epoch + 1 == cfg.epochs
-        if evaluation is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+        if evaluation is not None and dist.is_main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
             test_acc = accuracy(eval_model, evaluation.images, evaluation.labels, mean=mean, std=std, device=device)
         n_images = steps * (b_l + b_u) if images_u is not None else n_l
         record = {"stage": tag, "epoch": epoch + 1, "epochs": cfg.epochs, "loss": epoch_loss,
@@ -191,21 +213,78 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
         log.log(logging.DEBUG if progress else logging.INFO, "%s epoch %d/%d loss %.4f%s", tag, epoch + 1, cfg.epochs, epoch_loss,
                   f" test {100 * test_acc:.2f}%" if test_acc is not None else "")
         if state_path is not None:
-            _save_state(state_path, fingerprint, epoch + 1, model, optimizer, ema, device)
+            rng = _rng_states(device, dist)  # a collective: every rank gives its RNG state to rank 0
+            if dist.is_main:
+                _save_state(state_path, fingerprint, epoch + 1, model, optimizer, ema, rng, dist.world_size)
         result = TrainResult(epoch + 1, epoch_loss, test_acc, result.seconds + seconds, 0.0)
     bar.close()
     elapsed = time.perf_counter() - t_start
     result.images_per_second = images_seen / elapsed if elapsed > 0 else 0.0
     if ema is not None:
         model.load_state_dict(ema.model.state_dict())
+    for t in model.state_dict().values():  # rank 0's BN statistics (and EMA) on every rank
+        dist.broadcast_(t)
+    _from_sync_batchnorm(model, plain_bn)
     model.eval()
     return result
 
 
 # ---- pieces ---------------------------------------------------------------------------------------
-def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with a target distribution per row: mean_b -sum_k t_bk log softmax(z_b)_k."""
-    return -(target * logits.log_softmax(1)).sum(1).mean()
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor, denominator: float | None = None) -> torch.Tensor:
+    """Cross-entropy with a target distribution per row: mean_b -sum_k t_bk log softmax(z_b)_k, or the
+    sum over rows divided by `denominator` (a rank's share of the global batch, see `_share`)."""
+    if denominator is None:
+        return -(target * logits.log_softmax(1)).sum(1).mean()
+    return -(target * logits.log_softmax(1)).sum() / denominator
+
+
+def _kl(logits: torch.Tensor, target: torch.Tensor, temperature: float, denominator: float | None) -> torch.Tensor:
+    """T^2 * KL(target || softmax(logits / T)), averaged over rows (or summed / `denominator`)."""
+    log_p = (logits / temperature).log_softmax(1)
+    if denominator is None:
+        return F.kl_div(log_p, target, reduction="batchmean") * temperature ** 2
+    return F.kl_div(log_p, target, reduction="sum") / denominator * temperature ** 2
+
+
+def _share(dist: Dist, n_global: int) -> float | None:
+    """Denominator of a rank's summed loss: global batch rows / world size, so that DDP's average of the
+    rank gradients is the gradient of the global batch's mean loss (None: one process, plain mean)."""
+    return None if not dist.distributed else n_global / dist.world_size
+
+
+def _rank_seed(dist: Dist, seed: int, *parts: Any) -> int:
+    """The seed of a per-process random stream: rank 0 (and a single process) keeps the seed it always had."""
+    return _derive(seed, *parts) if dist.rank == 0 else _derive(seed, *parts, "rank", dist.rank)
+
+
+def _wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around `model` (gradients averaged over ranks in backward; rank 0's
+    buffers, i.e. BN statistics, broadcast at every forward)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type != "cuda":
+        return DistributedDataParallel(model)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return DistributedDataParallel(model, device_ids=[index], output_device=index)
+
+
+def _to_sync_batchnorm(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Replace every batch-norm layer below `model` by a SyncBatchNorm sharing its parameters and buffers
+    (batch statistics over all ranks' rows); returns the replaced layers by name, for `_from_sync_batchnorm`."""
+    originals = {name: m for name, m in model.named_modules()
+                 if name and isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    for name, bn in originals.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, torch.nn.SyncBatchNorm.convert_sync_batchnorm(bn))
+    return originals
+
+
+def _from_sync_batchnorm(model: torch.nn.Module, originals: dict[str, torch.nn.Module]) -> None:
+    """Put the plain batch-norm layers back, with the trained values of their SyncBatchNorm stand-ins."""
+    for name, bn in originals.items():
+        parent, _, child = name.rpartition(".")
+        bn.load_state_dict(model.get_submodule(name).state_dict())
+        setattr(model.get_submodule(parent), child, bn)
 
 
 def _cycle(n: int, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -282,22 +361,36 @@ class _Ema:
             b_ema.copy_(b)
 
 
+def _rng_states(device: torch.device, dist: Dist) -> dict[str, torch.Tensor]:
+    """The global RNG states (dropout / stochastic depth) of every rank, as state-file tensors:
+    rng.cpu (+ rng.cuda) for rank 0 (a single process writes only these), rng.cpu.rank<r> for rank r."""
+    own = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        own["cuda"] = torch.cuda.get_rng_state(device)
+    out = {}
+    for kind, state in own.items():
+        for r, s in enumerate(dist.all_gather(state)):
+            out[f"rng.{kind}" if r == 0 else f"rng.{kind}.rank{r}"] = s
+    return out
+
+
 def _save_state(path: str | Path, fingerprint: str, epoch: int, model: torch.nn.Module,
-                optimizer: torch.optim.Optimizer, ema: _Ema | None, device: torch.device) -> None:
+                optimizer: torch.optim.Optimizer, ema: _Ema | None, rng: dict[str, torch.Tensor],
+                world_size: int) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.model.state_dict().items()})
     opt_tensors, opt_rest = optimizer_to_tensors(optimizer)
     tensors.update(opt_tensors)
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    tensors.update(rng)
     meta = {"fingerprint": fingerprint, "epoch": str(epoch), "optimizer": json.dumps(opt_rest)}
+    if world_size > 1:
+        meta["world_size"] = str(world_size)
     save_tensors(path, tensors, metadata=meta)
 
 
 def _load_state(path: str | Path, fingerprint: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                ema: _Ema | None, device: torch.device) -> int:
+                ema: _Ema | None, device: torch.device, dist: Dist) -> int:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -311,7 +404,14 @@ def _load_state(path: str | Path, fingerprint: str, model: torch.nn.Module, opti
         ema.model.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
     optimizer_from_tensors(optimizer, {k: v.to(device) for k, v in t.items() if k.startswith("optim.")},
                            json.loads(meta["optimizer"]))
-    torch.set_rng_state(t["rng.cpu"])
-    if device.type == "cuda" and "rng.cuda" in t:
-        torch.cuda.set_rng_state(t["rng.cuda"], device)
+    saved_world = int(meta.get("world_size", "1"))
+    if saved_world != dist.world_size:  # a valid continuation, with this rank's fresh model-noise stream
+        if dist.is_main:
+            log.warning("%s: the saved state was written by %d process(es), this run has %d; training continues, "
+                        "but not bit-identically to an uninterrupted run", path, saved_world, dist.world_size)
+        return int(meta["epoch"])
+    suffix = "" if dist.rank == 0 else f".rank{dist.rank}"
+    torch.set_rng_state(t["rng.cpu" + suffix])
+    if device.type == "cuda" and "rng.cuda" + suffix in t:
+        torch.cuda.set_rng_state(t["rng.cuda" + suffix], device)
     return int(meta["epoch"])

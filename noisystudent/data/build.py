@@ -38,13 +38,16 @@ class Datasets:
                 f"{len(self.classes)} classes; images {c}x{h}x{w}")
 
 
-def build_datasets(cfg: DataConfig, progress: bool = False, cache_root: str | Path | None = None) -> Datasets:
+def build_datasets(cfg: DataConfig, progress: bool = False, cache_root: str | Path | None = None,
+                   prepare: bool = True) -> Datasets:
     """The labeled, unlabeled and test sets `cfg` describes.
 
     Folder inputs are decoded into (or read from) uint8 caches under `cache_root` when it is given
     (`Config.cache_root()`): labeled and test images are then loaded into memory and the unlabeled
     images stay on disk, read a batch at a time. A folder that already is a cache (made by
-    `noisystudent prepare`) is used as it is, with or without `cache_root`.
+    `noisystudent prepare`) is used as it is, with or without `cache_root`. `prepare=False` only
+    opens the caches under `cache_root` (the processes other than rank 0 of a distributed run, after
+    rank 0 has prepared them), so that no two processes write one cache.
     """
     if cfg.source == "digits":
         full = load_digits()
@@ -55,7 +58,7 @@ def build_datasets(cfg: DataConfig, progress: bool = False, cache_root: str | Pa
     elif cfg.source == "cifar":
         ds = _split_labeled(load_cifar(cfg.dir, "train"), load_cifar(cfg.dir, "test"), cfg)
     else:
-        ds = _from_folders(cfg, progress, None if cache_root is None else Path(cache_root))
+        ds = _from_folders(cfg, progress, None if cache_root is None else Path(cache_root), prepare)
     if cfg.max_unlabeled and len(ds.unlabeled) > cfg.max_unlabeled:
         keep = torch.randperm(len(ds.unlabeled), generator=torch.Generator().manual_seed(cfg.split_seed))
         ds.unlabeled = ds.unlabeled.subset(keep[:cfg.max_unlabeled].sort().values)
@@ -78,9 +81,9 @@ def _split_labeled(train: ImageSet, test: ImageSet, cfg: DataConfig) -> Datasets
     return Datasets(train.subset(lab_idx), train.subset(unl_idx), test, list(train.classes))
 
 
-def _from_folders(cfg: DataConfig, progress: bool, cache_root: Path | None) -> Datasets:
+def _from_folders(cfg: DataConfig, progress: bool, cache_root: Path | None, prepare: bool) -> Datasets:
     size = cfg.image_size or FOLDER_DEFAULT_SIZE
-    read = dict(cfg=cfg, size=size, cache_root=cache_root, progress=progress)
+    read = dict(cfg=cfg, size=size, cache_root=cache_root, progress=progress, prepare=prepare)
     labeled, note_l, warn_l = _folder_set(cfg.labeled, labeled=True, in_memory=True, **read)
     unlabeled, note_u, warn_u = _folder_set(cfg.unlabeled, labeled=False, in_memory=False, **read)
     notes, warnings = [f"labeled {cfg.labeled}: {note_l}", f"unlabeled {cfg.unlabeled}: {note_u}"], warn_l + warn_u
@@ -95,7 +98,8 @@ def _from_folders(cfg: DataConfig, progress: bool, cache_root: Path | None) -> D
 
 
 def _folder_set(path: str, *, cfg: DataConfig, size: int, labeled: bool, in_memory: bool, cache_root: Path | None,
-                progress: bool, classes: list[str] | None = None) -> tuple[ImageSet, str, list[str]]:
+                progress: bool, prepare: bool = True, classes: list[str] | None = None
+                ) -> tuple[ImageSet, str, list[str]]:
     """One folder input as an ImageSet: from a prepared cache, through an automatic cache, or decoded
     in memory. Returns (images, one-line note, warnings)."""
     if is_cache(path):
@@ -116,6 +120,9 @@ def _folder_set(path: str, *, cfg: DataConfig, size: int, labeled: bool, in_memo
                                                 progress=progress)
         return images, rep.summary(), rep.warnings
     out = cache_root / _cache_name(path, cfg.channels, size, labeled)
+    if not prepare:
+        cache = ImageCache(out)
+        return cache.imageset(classes, in_memory), f"cache of {cache.count:,} images", []
     cache, rep = prepare_folder(path, out, channels=cfg.channels, size=(size, size), labeled=labeled,
                                 workers=cfg.workers, strict=cfg.strict, progress=progress)
     if classes is not None:

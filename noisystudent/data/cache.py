@@ -45,6 +45,7 @@ from noisystudent.checkpoint import atomic_write_bytes
 from noisystudent.data.decode import Unreadable, check_shape_args, list_image_files, read_image_and_size
 from noisystudent.data.disk import DiskImages
 from noisystudent.data.imageset import ImageSet
+from noisystudent.distributed import usable_cores
 from noisystudent.errors import UserError
 from noisystudent.progress import progress_bar
 
@@ -56,14 +57,6 @@ COPY_BLOCK = 8192   # rows per block when copying unchanged rows into a rebuilt 
 
 def is_cache(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
-
-
-def default_workers() -> int:
-    """The CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -193,6 +186,11 @@ def prepare_folder(src: str | Path, out: str | Path, *, channels: int, size: tup
     report = PrepareReport(str(out), warnings=list(warnings))
     report.removed = sum(1 for e in old_entries if e["path"] not in listed)
     report.unchanged = len(keep_rows)
+    if old is not None and not todo and not report.removed:  # up to date: nothing is written
+        if labeled:
+            report.warnings += _empty_class_notes(listing, old_entries)
+        report.total, report.seconds = old.count, time.perf_counter() - t0
+        return old, report
     append = old is not None and keep_rows == list(range(len(old_entries)))  # nothing changed or removed
     out.mkdir(parents=True, exist_ok=True)
     target = out / IMAGES if append or old is None else out / (IMAGES + ".new")
@@ -200,7 +198,7 @@ def prepare_folder(src: str | Path, out: str | Path, *, channels: int, size: tup
     with _Writer(target, start_row=len(entries) if append else 0, row_bytes=int(np.prod(shape))) as writer:
         if old is not None and not append:
             _copy_rows(old.images, keep_rows, writer)
-        n_workers = min(workers or default_workers(), max(1, -(-len(todo) // CHUNK)))
+        n_workers = min(workers or usable_cores(), max(1, -(-len(todo) // CHUNK)))
         report.workers = n_workers
         tasks = [(str(src), todo[i:i + CHUNK], channels, size) for i in range(0, len(todo), CHUNK)]
         bar = progress_bar(total=len(todo), desc=f"prepare {src.name}", unit="img", enable=progress and bool(todo))
@@ -216,10 +214,7 @@ def prepare_folder(src: str | Path, out: str | Path, *, channels: int, size: tup
     report.added = sum(1 for e in entries[len(keep_rows):] if e["path"] not in known)
     report.updated = len(entries) - len(keep_rows) - report.added
     if labeled:
-        kept_labels = np.asarray([listing.classes.index(e["label"]) for e in entries], dtype=np.int64)
-        from noisystudent.data.sources import empty_class_notes
-
-        report.warnings += empty_class_notes(listing, kept_labels)
+        report.warnings += _empty_class_notes(listing, entries)
     if not entries:
         from noisystudent.data.sources import ReadReport
 
@@ -230,6 +225,12 @@ def prepare_folder(src: str | Path, out: str | Path, *, channels: int, size: tup
     report.seconds = time.perf_counter() - t0
     _commit(out, entries, shape, classes, labeled, {"kind": "folder", "path": str(src.resolve())}, report)
     return ImageCache(out), report
+
+
+def _empty_class_notes(listing: Any, entries: list[dict[str, Any]]) -> list[str]:
+    from noisystudent.data.sources import empty_class_notes
+
+    return empty_class_notes(listing, np.asarray([listing.classes.index(e["label"]) for e in entries], dtype=np.int64))
 
 
 def prepare_arrays(images: ImageSet, out: str | Path, *, source: dict[str, Any], split: str = "train",
