@@ -93,7 +93,7 @@ class PseudoLabelConfig:
     threshold: float = 0.0          # keep unlabeled images whose teacher confidence is >= this
     balance: bool = True            # equalise per-class counts (duplicate or keep the most confident)
     per_class: int = 0              # balancing target per class (0 = kept images / classes)
-    topk: int = 0                   # probabilities stored per image (0 = all classes)
+    topk: int = 0                   # probabilities stored per image (0 = all classes up to 32, else 10)
     batch_size: int = 512           # images per inference batch
 
 

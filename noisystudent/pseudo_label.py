@@ -2,8 +2,11 @@
 
 Stored per unlabeled image: the hard label, the confidence (max softmax probability at T=1, the
 quantity the threshold is applied to) and the top-k probabilities at the soft-label temperature T.
-With few classes k is all of them, so the soft labels are exact; with many, the top-k are
-renormalised when they become targets, instead of holding a dense N x classes matrix.
+With few classes (up to `ALL_CLASSES_UP_TO`) k is all of them by default, so the soft labels are
+exact; with many it is `DEFAULT_TOPK`, and the top-k are renormalised when they become targets,
+instead of holding a dense N x classes matrix. On disk, class indices are int16 (int32 beyond
+32,767 classes): 6 bytes per stored class and 8 per image, against 4 bytes per class for a dense
+float32 matrix.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ from noisystudent.targets import Targets
 
 log = logging.getLogger(__name__)
 
+ALL_CLASSES_UP_TO = 32  # topk=0 stores every class up to this many classes ...
+DEFAULT_TOPK = 10       # ... and this many beyond
+
+
+def stored_k(topk: int, num_classes: int) -> int:
+    """Probabilities stored per image: `topk` (at most the classes), or the default for topk=0."""
+    if topk <= 0:
+        return num_classes if num_classes <= ALL_CLASSES_UP_TO else DEFAULT_TOPK
+    return min(topk, num_classes)
+
 
 @dataclass
 class PseudoLabels:
@@ -34,14 +47,17 @@ class PseudoLabels:
         return len(self.hard)
 
     def save(self, path: str | Path, temperature: float) -> None:
-        save_tensors(path, {"hard": self.hard, "confidence": self.confidence,
-                            "topk_index": self.topk_index, "topk_prob": self.topk_prob},
+        """Class indices as int16 (int32 from 32,768 classes on); they load back as int64."""
+        top = int(self.topk_index.max()) if self.topk_index.numel() else 0
+        small = torch.int16 if top < 2**15 else torch.int32
+        save_tensors(path, {"hard": self.hard.to(small), "confidence": self.confidence,
+                            "topk_index": self.topk_index.to(small), "topk_prob": self.topk_prob},
                      metadata={"temperature": repr(temperature)})
 
     @classmethod
     def load(cls, path: str | Path) -> "PseudoLabels":
         t = load_tensors(path)
-        return cls(t["hard"], t["confidence"], t["topk_index"], t["topk_prob"])
+        return cls(t["hard"].long(), t["confidence"], t["topk_index"].long(), t["topk_prob"])
 
     @classmethod
     def concat(cls, parts: list["PseudoLabels"]) -> "PseudoLabels":
@@ -60,7 +76,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: torch.Tensor,
     idx_out = prob_out = None
     for rows, logits in iter_logits(model, images, mean=mean, std=std, batch_size=batch_size,
                                     device=device, progress=progress, desc=desc):
-        k = logits.shape[1] if topk <= 0 else min(topk, logits.shape[1])
+        k = stored_k(topk, logits.shape[1])
         if idx_out is None:
             idx_out = torch.empty(n, k, dtype=torch.long)
             prob_out = torch.empty(n, k, dtype=torch.float32)

@@ -90,3 +90,34 @@ def test_save_load_round_trip(tmp_path):
     for a, b in zip((pl.hard, pl.confidence, pl.topk_index, pl.topk_prob),
                     (back.hard, back.confidence, back.topk_index, back.topk_prob)):
         assert torch.equal(a, b)
+    assert back.hard.dtype == back.topk_index.dtype == torch.int64
+
+
+class _Linear(torch.nn.Module):
+    """Logits = a fixed random map of the flattened pixels: many classes, deterministic."""
+
+    def __init__(self, classes, pixels):
+        super().__init__()
+        self.w = torch.randn(pixels, classes, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
+
+
+@pytest.mark.parametrize("classes, topk, k", [(10, 0, 10), (32, 0, 32), (1000, 0, 10), (1000, 5, 5),
+                                              (40000, 3, 3), (3, 7, 3)])
+def test_stored_k_and_compact_storage_keep_the_hard_labels_and_confidences(tmp_path, classes, topk, k):
+    from safetensors import safe_open
+
+    images = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8)
+    model = _Linear(classes, 16)
+    mean, std = torch.tensor([128.0]), torch.tensor([64.0])
+    full = predict(model, images, mean=mean, std=std, topk=classes, progress=False)
+    pl = predict(model, images, mean=mean, std=std, topk=topk, progress=False)
+    pl.save(tmp_path / "p.safetensors", temperature=1.0)
+    back = PseudoLabels.load(tmp_path / "p.safetensors")
+    assert back.topk_index.shape == (40, k)
+    assert torch.equal(back.hard, full.hard) and torch.equal(back.confidence, full.confidence)
+    assert torch.equal(back.topk_index, full.topk_index[:, :k]) and torch.equal(back.topk_prob, full.topk_prob[:, :k])
+    with safe_open(str(tmp_path / "p.safetensors"), framework="pt") as f:
+        assert f.get_tensor("topk_index").dtype == (torch.int16 if classes < 2**15 else torch.int32)
