@@ -8,8 +8,8 @@ Times the library's own `pseudo_label.predict` (clean teacher, eval mode, batche
 warm-up, and prints images/s per model with its forward FLOPs per image (torch.utils.flop_counter)
 and the FLOP/s that makes, so the rate can be scaled to a bigger model. Then the worked estimate of
 docs/SCALING.md: the rate needed to label 300M images in 24 hours, how many devices like this one
-that takes at the measured rate, and the bytes of the stored labels (ours: top-k (int64 index + float32 probability) + int64 hard
-label + float32 confidence per image) against a dense float32 N x 1000 matrix.
+that takes at the measured rate, and the bytes per image of the stored labels (measured on files
+that `PseudoLabels.save` writes for 1,000 classes) against a dense float32 N x 1000 matrix.
 """
 
 from __future__ import annotations
@@ -28,9 +28,22 @@ DAY_S = 24 * 3600       # seconds
 CLASSES = 1000          # ImageNet classes
 
 
-def label_bytes(k: int) -> int:
-    """Bytes per image of our pseudo-labels with top-k: k x (int64 + float32) + int64 + float32."""
-    return k * (8 + 4) + 8 + 4
+def label_bytes(k: int, classes: int = CLASSES) -> int:
+    """Bytes per image of a pseudo_labels.safetensors with top-k of `classes`: the size difference
+    of two files written by the library, 2,000 and 1,000 images (the header cancels)."""
+    import tempfile
+    from pathlib import Path
+
+    from noisystudent.pseudo_label import PseudoLabels
+
+    sizes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (1000, 2000):
+            index = torch.randint(0, classes, (n, k))
+            pl = PseudoLabels(index[:, 0], torch.rand(n), index, torch.rand(n, k))
+            pl.save(Path(tmp) / f"{n}.safetensors", temperature=1.0)
+            sizes.append((Path(tmp) / f"{n}.safetensors").stat().st_size)
+    return round((sizes[1] - sizes[0]) / 1000)
 
 
 def forward_flops(model: torch.nn.Module, image: torch.Tensor) -> int:
