@@ -3,6 +3,8 @@
     python benchmarks/fashion_mnist.py --quick                    # reduced protocol, a few minutes
     python benchmarks/fashion_mnist.py --seeds 0 1 2 --write       # the full protocol (hours on 2 cores)
     python benchmarks/fashion_mnist.py --rows teacher ns-1 ns-2 ns-3 --seeds 0
+    python benchmarks/fashion_mnist.py --rows teacher ns-1 --seeds 0 --set data.validation=5000 \
+        --set student.epochs=8 --out-dir runs/fmnist-val-e8   # tuning: 5,000 pool images replace the test set
 
 Rows (each a run directory under --out-dir, so an interrupted benchmark continues where it stopped):
   teacher            labeled-only round-0 model
@@ -132,8 +134,9 @@ def _round_seconds(run_dir: Path) -> dict[int, float]:
     return out
 
 
-def table(rows: list[str], per_seed: list[dict[str, tuple[float, float]]]) -> str:
-    lines = ["| row | test accuracy % (mean +- std) | seeds | training time per seed |", "|---|---|---|---|"]
+def table(rows: list[str], per_seed: list[dict[str, tuple[float, float]]], validation: bool = False) -> str:
+    what = "validation accuracy (held out of the unlabeled pool)" if validation else "test accuracy"
+    lines = [f"| row | {what} % (mean +- std) | seeds | training time per seed |", "|---|---|---|---|"]
     for name in rows:
         accs = [r[name][0] for r in per_seed if name in r]
         secs = [r[name][1] for r in per_seed if name in r]
@@ -179,7 +182,7 @@ def main() -> None:
         f"- Config: configs/fashion_mnist.yaml, overrides {overrides or 'none'}; seeds {seeds}",
         f"- Whole benchmark: {(time.perf_counter() - t0) / 60:.1f} min (rows already on disk are not re-run)",
         "",
-        table(args.rows, per_seed),
+        table(args.rows, per_seed, validation=base.data.validation > 0),
     ])
     print(text)
     if args.write:

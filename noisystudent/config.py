@@ -33,6 +33,9 @@ class DataConfig:
     labeled_per_class: int = 10     # digits/idx/cifar: labeled images per class; the rest are unlabeled
     test_fraction: float = 0.3      # digits only: stratified fraction held out as the test set
     max_unlabeled: int = 0          # keep at most this many unlabeled images (0 = all)
+    validation: int = 0             # hold out this many images of the unlabeled pool (seeded), with their
+                                    # labels, as the evaluation set in place of the test set: for tuning
+                                    # without looking at the test set (digits/idx/cifar; 0 = off)
     split_seed: int = 0             # seed of the labeled/unlabeled/test split
     strict: bool = False            # folders: an unreadable image is an error instead of a skip
     cache: bool = True              # folders: decode once into a uint8 cache (see `noisystudent prepare`);
@@ -238,6 +241,10 @@ class Config:
         _positive("data.labeled_per_class", self.data.labeled_per_class)
         _range("data.max_unlabeled", self.data.max_unlabeled, 0, None)
         _range("data.workers", self.data.workers, 0, None)
+        _range("data.validation", self.data.validation, 0, None)
+        if self.data.validation and self.data.source == "folder":
+            raise UserError("data.validation: needs an unlabeled pool with known labels (digits, idx, cifar); "
+                            "for folders, put a validation folder in --test")
         _range("augment.crop_pad", self.augment.crop_pad, 0, None)
         if not self.model.names:
             raise UserError("model.names: expected at least one model name (the teacher)")

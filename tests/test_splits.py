@@ -80,3 +80,24 @@ def test_digits_sized_split_is_fast_and_exact():
     chosen, rest = split_per_class(labels, 10, seed=0)
     assert len(chosen) == 100 and len(rest) == 1700
     assert torch.bincount(labels[chosen]).tolist() == [10] * 10
+
+
+def test_validation_is_held_out_of_the_unlabeled_pool_and_replaces_the_test_set():
+    from noisystudent.config import Config
+    from noisystudent.data.build import build_datasets
+    from noisystudent.errors import UserError
+
+    plain = build_datasets(Config().data)
+    cfg = Config().with_overrides(["data.validation=200"])
+    ds = build_datasets(cfg.data)
+    assert len(ds.test) == 200 and len(ds.unlabeled) == len(plain.unlabeled) - 200
+    assert torch.equal(ds.labeled.images, plain.labeled.images)
+    # the validation images are pool images (with their true labels), disjoint from what stays unlabeled
+    pool = {bytes(x.numpy()) : int(y) for x, y in zip(plain.unlabeled.images, plain.unlabeled.labels)}
+    val = [bytes(x.numpy()) for x in ds.test.images]
+    assert all(pool[v] == int(y) for v, y in zip(val, ds.test.labels))
+    assert not set(val) & {bytes(x.numpy()) for x in ds.unlabeled.images}
+    assert not set(val) & {bytes(x.numpy()) for x in plain.test.images}
+    assert torch.equal(build_datasets(cfg.data).test.images, ds.test.images)  # seeded
+    with pytest.raises(UserError, match="cannot be held out"):
+        build_datasets(Config().with_overrides(["data.validation=100000"]).data)

@@ -59,6 +59,8 @@ def build_datasets(cfg: DataConfig, progress: bool = False, cache_root: str | Pa
         ds = _split_labeled(load_cifar(cfg.dir, "train"), load_cifar(cfg.dir, "test"), cfg)
     else:
         ds = _from_folders(cfg, progress, None if cache_root is None else Path(cache_root), prepare)
+    if cfg.validation:
+        ds = _hold_out_validation(ds, cfg)
     if cfg.max_unlabeled and len(ds.unlabeled) > cfg.max_unlabeled:
         keep = torch.randperm(len(ds.unlabeled), generator=torch.Generator().manual_seed(cfg.split_seed))
         ds.unlabeled = ds.unlabeled.subset(keep[:cfg.max_unlabeled].sort().values)
@@ -70,6 +72,19 @@ def build_datasets(cfg: DataConfig, progress: bool = False, cache_root: str | Pa
     if len(ds.unlabeled) == 0:
         raise UserError("data: the unlabeled set is empty; Noisy Student needs unlabeled images")
     return ds
+
+
+def _hold_out_validation(ds: Datasets, cfg: DataConfig) -> Datasets:
+    """`cfg.validation` seeded images of the unlabeled pool become the evaluation set (labels known);
+    the test set is set aside, so that nothing chosen on this run has seen it."""
+    n = len(ds.unlabeled)
+    if ds.unlabeled.labels is None or cfg.validation >= n:
+        raise UserError(f"data.validation: {cfg.validation:,} images cannot be held out of an unlabeled pool of "
+                        f"{n:,} {'unlabeled ' if ds.unlabeled.labels is None else ''}images")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed + 7919))
+    val, rest = order[:cfg.validation].sort().values, order[cfg.validation:].sort().values
+    ds.notes.append(f"validation: {cfg.validation:,} images held out of the unlabeled pool replace the test set")
+    return Datasets(ds.labeled, ds.unlabeled.subset(rest), ds.unlabeled.subset(val), ds.classes, ds.notes)
 
 
 def _split_labeled(train: ImageSet, test: ImageSet, cfg: DataConfig) -> Datasets:
