@@ -1,3 +1,4 @@
+from pathlib import Path
 import pytest
 
 from noisystudent.config import Config, diff_keys
@@ -38,6 +39,8 @@ def test_overrides_parse_types():
     ("pseudo.mode=fuzzy", "pseudo.mode: 'fuzzy' is not one of soft, hard"),
     ("pseudo.threshold=1.5", "pseudo.threshold: expected a value in [0.0, 1.0)"),
     ("teacher.epochs", "expected KEY=VALUE"),
+    ("data.workers=-1", "data.workers"),
+    ("data.validation=-5", "data.validation"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(UserError) as e:
@@ -78,3 +81,12 @@ def test_model_for_round_repeats_the_last():
 def test_folder_source_needs_directories():
     with pytest.raises(UserError, match="data.labeled"):
         Config().with_overrides(["data.source=folder"])
+
+
+def test_validation_needs_a_pool_with_labels_and_cache_settings_do_not_change_the_hash():
+    with pytest.raises(UserError, match="data.validation: needs an unlabeled pool with known labels"):
+        Config().with_overrides(["data.source=folder", "data.labeled=a", "data.unlabeled=b", "data.validation=10"])
+    a = Config()
+    b = a.with_overrides(["data.cache=false", "data.cache_dir=/elsewhere", "data.workers=3"])
+    assert a.hash() == b.hash() and a.cache_root() == Path("runs/cache") and b.cache_root() is None
+    assert a.hash() != a.with_overrides(["data.validation=100"]).hash()
