@@ -99,11 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     prep = sub.add_parser(
         "prepare", help="decode images once into a uint8 cache that `run` streams from",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Decode SRC (an image folder, a folder of MNIST-format IDX files or CIFAR python batches, or a "
-                    ".npz with 'images' and optional 'labels') into the cache folder OUT: one uint8 array file "
-                    "(N, C, H, W) plus an index (path, original size, content hash, label). Decoding runs in "
-                    "parallel processes; unreadable files are listed in OUT/report.txt and skipped. Running it "
-                    "again on a folder decodes only new or changed files.",
+        description="Decode SRC (an image folder, a folder of MNIST-format IDX files or CIFAR python batches,\n"
+                    "or a .npz with 'images' and optional 'labels') into the cache folder OUT: one uint8 array\n"
+                    "file (N, C, H, W) plus an index (path, original size, content hash, label). Decoding runs\n"
+                    "in parallel processes; unreadable files are listed in OUT/report.txt and skipped. Running\n"
+                    "it again on a folder decodes only new or changed files.",
         epilog="examples:\n"
                "  noisystudent prepare photos/unlabeled cache/unlabeled --channels 3 --size 64\n"
                "  noisystudent prepare photos/labeled cache/labeled --channels 3 --size 64   # class folders\n"
