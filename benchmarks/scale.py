@@ -6,7 +6,7 @@
 
 Writes one synthetic cache of the largest size (Fashion-MNIST test images repeated with a seeded
 shift and noise, 28x28x1; `--cache-dir`, removed afterwards unless `--keep`), then runs each
-measurement in a fresh process, so that its peak resident memory (ru_maxrss) is its own:
+measurement in a fresh process, so that its peak resident memory (VmHWM) is its own:
 
     memory  N=100k   the same model's inference on an in-memory uint8 tensor (the reference)
     cache   N        `pseudo_label.predict` streaming the first N cached images from disk
@@ -80,9 +80,19 @@ def child(args: argparse.Namespace) -> None:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     assert len(pl) == args.n
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    peak_mb = peak_rss_mb()
     print(json.dumps({"kind": args.child, "n": args.n, "seconds": seconds, "images_per_second": args.n / seconds,
                       "peak_rss_mb": peak_mb}))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since it started (VmHWM). Not ru_maxrss: on Linux that
+    carries over the parent's peak through fork and exec, which would hide this process's own."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB -> MB
+    except (OSError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(args: argparse.Namespace, kind: str, n: int) -> dict:
