@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["run", *(argv or [])])
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # -q: the run log file still gets INFO, the terminal does not
+        handler.setLevel(logging.WARNING if quiet else logging.NOTSET)
     try:
         if args.command == "models":
             return _models()

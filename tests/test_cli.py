@@ -139,3 +139,15 @@ def test_evaluate_a_checkpoint_with_robustness(tmp_path, capsys):
     assert r["robustness"]["fgsm_accuracy"]["1"] <= r["robustness"]["clean_accuracy"] + 1e-9
     err = one_line_error(capsys, main(["evaluate", str(tmp_path / "nope.safetensors")]))
     assert "nope" in err
+
+
+def test_quiet_prints_no_info_lines_but_the_run_log_keeps_them(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "noisystudent", "run", *TINY, "--set", "pipeline.robustness=false",
+                           "--set", "pipeline.report=false", "--out-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "epoch" not in done.stderr and "round 0" not in done.stderr
+    assert "round 0 (resnet8): test accuracy" in (tmp_path / "digits-demo" / "run.log").read_text()
