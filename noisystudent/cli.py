@@ -151,15 +151,38 @@ def config_from_args(args: argparse.Namespace) -> "Config":
     return cfg.with_overrides(overrides + args.overrides)
 
 
+def _say_error(line: str) -> None:
+    """One line to stderr in a single write: under --nproc, processes share stderr, and print() writes
+    the text and its newline separately, so two processes' lines could run into one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _terminal_logging(level: int) -> None:
+    """Log lines of `level` and above to stderr through one handler of our own (replaced on each call).
+
+    Only that handler's level changes: a run log file (pipeline) and other handlers (pytest's caplog, a
+    user's own) keep receiving INFO, so `-q` quiets the terminal without emptying `run.log`.
+    """
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_noisystudent_terminal", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(level)
+    handler._noisystudent_terminal = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # `noisystudent` alone: the demo
         args = parser.parse_args(["run", *(argv or [])])
     quiet = getattr(args, "quiet", False)
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:  # -q: the run log file still gets INFO, the terminal does not
-        handler.setLevel(logging.WARNING if quiet else logging.NOTSET)
+    _terminal_logging(logging.WARNING if quiet else logging.INFO)
     try:
         if args.command == "models":
             return _models()
@@ -181,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             return _launch(args.nproc, cfg, sys.argv[1:] if argv is None else argv)
         return _run(cfg, args, quiet)
     except UserError as e:
-        print(f"noisystudent{_rank_note()}: {e}", file=sys.stderr)
+        _say_error(f"noisystudent{_rank_note()}: {e}")
         return 2
     except KeyboardInterrupt:
-        print("noisystudent: interrupted; run the same command again to continue", file=sys.stderr)
+        _say_error("noisystudent: interrupted; run the same command again to continue")
         return 130
 
 
@@ -216,7 +239,7 @@ def _run(cfg: "Config", args: argparse.Namespace, quiet: bool) -> int:
     dist = init_distributed(resolve_device(cfg.device), os.environ)
     try:
         if not dist.is_main:  # rank 0 speaks for all; the others only report their own errors
-            logging.getLogger().setLevel(logging.ERROR)
+            _terminal_logging(logging.ERROR)
         result = run(cfg, progress=not quiet and sys.stderr.isatty(), force=args.force, dist=dist)
         if dist.is_main:
             print(result.table())
@@ -255,8 +278,8 @@ def _launch(nproc: int, cfg: "Config", argv: list[str]) -> int:
         return 0
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
-        print(f"noisystudent: process {rank} of {nproc} failed with exit status {failure.exitcode} "
-              "(its message is above)", file=sys.stderr)
+        _say_error(f"noisystudent: process {rank} of {nproc} failed with exit status {failure.exitcode} "
+                   "(its message is above)")
         return failure.exitcode if failure.exitcode > 0 else 1
     except SignalException:
         raise KeyboardInterrupt from None

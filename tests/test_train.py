@@ -33,7 +33,8 @@ def _fit(images, labels, cfg, seed=0, noise=True, **kw):
 
 def test_training_learns_digits(digits):
     x, y, xt, yt = digits
-    cfg = TrainConfig(epochs=12, batch_size=32, unlabeled_ratio=1.0, lr=0.05)
+    # 20 epochs: 0.94-0.95 on seeds 0-2 (12 epochs gave 0.86-0.90, too close to the bar on some CPUs)
+    cfg = TrainConfig(epochs=20, batch_size=32, unlabeled_ratio=1.0, lr=0.05)
     model, mean, std = _fit(x, y, cfg, noise=False)
     assert accuracy(model, xt, yt, mean=mean, std=std) > 0.9
 
