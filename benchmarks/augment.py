@@ -2,14 +2,17 @@
 
     python benchmarks/augment.py                       # one CPU thread, batch 256, rand-n2-m9
     python benchmarks/augment.py --repeats 21 --clock wall
+    python benchmarks/augment.py --backend torch       # our pure-torch code instead of the default
     python benchmarks/augment.py --device cuda
 
 Speed: for each image size, images/s of
 - PIL: `benchmarks/pil_randaugment.py`, the way a DataLoader worker runs timm's RandAugment: per
   image, (H, W, C) uint8 numpy -> PIL image -> N random ops (random op, random sign) -> numpy,
   then the batch is stacked (the collate step);
-- ours: `RandAugment(N, M)` on the (B, C, H, W) uint8 tensor on --device (CUDA timings end with
-  torch.cuda.synchronize()).
+- ours: `RandAugment(N, M, backend=--backend)` on the (B, C, H, W) uint8 tensor on --device (CUDA
+  timings end with torch.cuda.synchronize()). The default backend "auto" runs the native C kernels
+  (noisystudent/augment/native.c) on CPU tensors when they could be built, else torch; the machine
+  line says which ran.
 Both get the same op list and magnitude. The two are timed alternately, --repeats times after a
 warm-up, and the medians are compared: speed-up = PIL time / our time. The clock: with one thread
 on the CPU (the default), the CPU time of this thread (time.thread_time), so that other programs
@@ -20,12 +23,12 @@ Per op: the same comparison for each op alone, in microseconds per image: PIL's 
 (no conversions; the conversions get their own row) against `RandAugment(1, M, ops=[op])` on the
 batch (so everything our RandAugment does for an op is counted).
 
-Agreement: for every op at M = 3, 6 and 9, our op (`ops.apply_op`, on --device) and the PIL
-reference op on the same images with the same sign (half the batch +, half -) and the same cutout
-centres; the table gives the mean absolute difference in grey levels (0..255) and the largest
-single difference. Tolerance (as tests/test_augment.py): mean <= 0.01 and max <= 1 grey level,
-room for float rounding in the ImageEnhance blends; the ops are written to match PIL bit for bit,
-so 0 is expected.
+Agreement: for every op at M = 3, 6 and 9, our op (`RandAugment(1, M, ops=[op]).apply_given` with
+--backend, on --device) and the PIL reference op on the same images with the same sign (half the
+batch +, half -) and the same cutout centres; the table gives the mean absolute difference in grey
+levels (0..255) and the largest single difference. Tolerance (as tests/test_augment.py): mean <=
+0.01 and max <= 1 grey level, room for float rounding in the ImageEnhance blends; the ops are
+written to match PIL bit for bit, so 0 is expected.
 
 The test images are smooth random color fields plus noise (natural-image-like histograms).
 The last line printed is the smallest speed-up over the image sizes.
@@ -51,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for pil_randaugment
 import pil_randaugment as pil  # noqa: E402
 
 from noisystudent.augment import OPS, RandAugment  # noqa: E402
+from noisystudent.augment import native  # noqa: E402
 from noisystudent.augment import ops as O  # noqa: E402
 
 SIZES = ((28, 28, 1), (32, 32, 3), (96, 96, 3))  # (H, W, C)
@@ -104,7 +108,8 @@ def alternate(pil_fn: Callable, ours_fn: Callable, repeats: int, clock: Clock, d
 def time_randaugment(x: torch.Tensor, args: argparse.Namespace, clock: Clock) -> tuple[float, float]:
     """Median seconds per batch of (PIL RandAugment with conversions, ours)."""
     arrays = to_numpy(x)
-    reference, ours = pil.PilRandAugment(args.layers, args.magnitude), RandAugment(args.layers, args.magnitude)
+    reference = pil.PilRandAugment(args.layers, args.magnitude)
+    ours = RandAugment(args.layers, args.magnitude, backend=args.backend)
     rng, g = random.Random(args.seed), torch.Generator(device=x.device).manual_seed(args.seed)
     return alternate(lambda: np.stack([reference(a, rng) for a in arrays]), lambda: ours(x, generator=g),
                      args.repeats, clock, x.device)
@@ -120,7 +125,7 @@ def time_ops(x: torch.Tensor, args: argparse.Namespace, clock: Clock) -> dict[st
     draws = [(rng.choice((-1.0, 1.0)), (rng.randrange(h), rng.randrange(w))) for _ in images]  # sign, centre
     result = {}
     for name in OPS:
-        ours = RandAugment(1, args.magnitude, ops=[name])
+        ours = RandAugment(1, args.magnitude, ops=[name], backend=args.backend)
 
         def run_pil(name: str = name) -> None:
             for img, (sign, centre) in zip(images, draws):
@@ -134,18 +139,20 @@ def time_ops(x: torch.Tensor, args: argparse.Namespace, clock: Clock) -> dict[st
     return result
 
 
-def agreement(x: torch.Tensor, seed: int) -> dict[tuple[str, float], tuple[float, int]]:
+def agreement(x: torch.Tensor, seed: int, backend: str) -> dict[tuple[str, float], tuple[float, int]]:
     """(op, M) -> (mean, max) |ours - PIL| in grey levels on the images x (B, C, H, W)."""
     b, _, h, w = x.shape
     g = torch.Generator().manual_seed(seed)
     sign = torch.tensor([1.0, -1.0]).repeat((b + 1) // 2)[:b]
     centre = O.random_centre((b,), h, w, g, torch.device("cpu"))
+    first_op = torch.zeros(1, b, dtype=torch.long, device=x.device)  # (1 layer, B): each sample's only op
     arrays = to_numpy(x)
     result = {}
     for name in OPS:
+        ours_op = RandAugment(1, ops=[name], backend=backend)
         for m in AGREEMENT_MAGNITUDES:
-            mag = torch.full((b,), m, device=x.device)
-            ours = to_numpy(O.apply_op(x, name, mag, sign.to(x.device), centre.to(x.device)))
+            mag = torch.full((1, b), m, device=x.device)
+            ours = to_numpy(ours_op.apply_given(x, first_op, mag, sign[None].to(x.device), centre[None].to(x.device)))
             ref = np.stack([
                 pil.from_pil(pil.apply_op(pil.to_pil(a), name, m, float(sign[i]), tuple(centre[i].tolist())))
                 for i, a in enumerate(arrays)
@@ -155,12 +162,21 @@ def agreement(x: torch.Tensor, seed: int) -> dict[tuple[str, float], tuple[float
     return result
 
 
+def backend_line(args: argparse.Namespace) -> str:
+    """Which backend `RandAugment(backend=args.backend)` runs on args.device, in words."""
+    ran = RandAugment(backend=args.backend).backend_for(args.device)
+    if ran == "native":
+        return f"native ({native.load().simd} C kernels)"
+    reason = native.unavailable_reason() if args.backend == "auto" and torch.device(args.device).type == "cpu" else None
+    return "torch" + (f" (native unavailable: {reason})" if reason else "")
+
+
 def print_tables(args: argparse.Namespace, clock_name: str, sizes: tuple, speed: dict, per_op: dict,
                  agree: dict) -> None:
     """The Markdown tables (speed, per op, agreement) and, last, the smallest speed-up."""
     print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch thread(s), device {args.device}; PIL {pil.Image.__version__}, "
-          f"numpy {np.__version__}; clock: {clock_name}")
+          f"numpy {np.__version__}; clock: {clock_name}; ours: backend {args.backend} -> {backend_line(args)}")
     print(f"RandAugment(n={args.layers}, m={args.magnitude:g}), {len(OPS)} ops, batch {args.batch}, "
           f"median of {args.repeats} alternating repeats\n")
     print("| image HxWxC | PIL per image (img/s) | ours batched (img/s) | speed-up |")
@@ -206,6 +222,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="images per batch (default 256)")
     ap.add_argument("--repeats", type=int, default=11, help="timed batches per contender and size (default 11)")
     ap.add_argument("--device", default="cpu", help="where our RandAugment runs: cpu or cuda")
+    ap.add_argument("--backend", choices=("auto", "torch", "native"), default="auto",
+                    help="our RandAugment's backend (default auto: native C on the CPU when available, else torch)")
     ap.add_argument("--clock", choices=("auto", "wall"), default="auto",
                     help="auto: this thread's CPU time with one CPU thread, else wall time (default auto)")
     ap.add_argument("--layers", type=int, default=2, help="RandAugment N (default 2)")
@@ -224,7 +242,7 @@ def main() -> None:
         x = test_images(args.batch, h, w, c, args.seed).to(device)
         speed[size] = time_randaugment(x, args, clock)
         per_op[size] = time_ops(x, args, clock)
-        agree[size] = agreement(x[: args.agreement_batch], args.seed)
+        agree[size] = agreement(x[: args.agreement_batch], args.seed, args.backend)
     print_tables(args, clock_name, SIZES, speed, per_op, agree)
 
 

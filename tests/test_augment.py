@@ -8,7 +8,11 @@ PIL computes in float32, within PIL_MAX_TOL).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import random
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from noisystudent.augment import OPS, RandAugment, parse_randaugment_spec, random_crop_flip
+from noisystudent.augment import native
 from noisystudent.augment import ops as O
 from noisystudent.augment import randaugment as R
 from noisystudent.errors import UserError
@@ -430,6 +435,163 @@ def test_seeded_generator_repeats_and_seeds_differ():
     a, b = ra(x, generator=gen(123)), ra(x, generator=gen(123))
     assert torch.equal(a, b)
     assert not torch.equal(a, ra(x, generator=gen(124)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The native backend (noisystudent/augment/native.c): the same bytes as the torch backend
+# ------------------------------------------------------------------------------------------------
+
+NATIVE_SHAPES = [(1, 8), (3, 8), (1, 28), (3, 32), (3, 96), (3, (13, 22)), (1, (31, 24)), (3, (2, 2)), (3, (1, 5))]
+
+
+@pytest.fixture(scope="module")
+def native_lib():
+    if not native.available():
+        pytest.skip(f"native RandAugment backend unavailable: {native.unavailable_reason()}")
+    return native.load()
+
+
+def both_backends(ra_args: dict, x: torch.Tensor, op_idx: torch.Tensor, mag: torch.Tensor, seed: int):
+    """`RandAugment(**ra_args).apply(x, op_idx, mag, gen(seed))` on the torch and on the native backend."""
+    return tuple(RandAugment(**ra_args, backend=backend).apply(x, op_idx, mag, gen(seed))
+                 for backend in ("torch", "native"))
+
+
+@pytest.mark.parametrize(("c", "size"), NATIVE_SHAPES)
+def test_native_equals_torch_for_every_op(native_lib, c, size):
+    """Each op alone at M = 0, 3, 6.5, 9, 10 and at random magnitudes, both signs, random centres."""
+    x = images(24, c, size, seed=11, low=0, high=256)
+    x[:2] = 0  # flat images: autocontrast / equalize leave them, contrast blends with their mean
+    x[2:4] = 255
+    b = x.shape[0]
+    op_idx = torch.zeros(1, b, dtype=torch.long)
+    random_mags = torch.rand(1, b, generator=gen(12)) * O.MAG_MAX
+    for name in OPS:
+        for mag in [torch.full((1, b), m) for m in (0.0, 3.0, 6.5, 9.0, 10.0)] + [random_mags]:
+            ours, reference = both_backends({"n": 1, "ops": [name]}, x, op_idx, mag, seed=13)
+            assert torch.equal(ours, reference), (name, mag[0, 0].item(), (ours != reference).sum().item())
+
+
+@pytest.mark.parametrize(("c", "size"), NATIVE_SHAPES)
+@pytest.mark.parametrize(("n", "m", "mstd"), [(2, 9.0, 0.0), (3, 7.0, 2.0), (1, 10.0, 0.0), (0, 9.0, 0.0)])
+def test_native_randaugment_equals_torch_with_the_same_seed(native_lib, c, size, n, m, mstd):
+    x = images(48, c, size, seed=14, low=0, high=256)
+    for seed in (0, 1):
+        ours = RandAugment(n, m, mstd, backend="native")(x, generator=gen(seed))
+        assert torch.equal(ours, RandAugment(n, m, mstd, backend="torch")(x, generator=gen(seed)))
+    # the default backend is the native one on CPU tensors, and also draws the same
+    assert RandAugment(n, m, mstd).backend_for("cpu") == "native"
+    assert torch.equal(RandAugment(n, m, mstd)(x, generator=gen(2)),
+                       RandAugment(n, m, mstd, backend="torch")(x, generator=gen(2)))
+
+
+def test_native_equals_torch_beyond_the_magnitude_range_and_on_strided_input(native_lib):
+    """apply() takes any magnitudes: factors past 0..2, solarize thresholds below 0, cutouts larger than
+    the image; and non-contiguous or channels-last images."""
+    x = images(64, 3, (17, 21), seed=15, low=0, high=256)
+    op_idx, _ = RandAugment(2, 9).sample(64, gen(16))
+    mag = torch.rand(2, 64, generator=gen(17)) * 40 - 15  # -15 .. 25
+    ours, reference = both_backends({"n": 2}, x, op_idx, mag, seed=18)
+    assert torch.equal(ours, reference)
+    for strided in (x.to(memory_format=torch.channels_last), torch.cat([x, x], dim=3)[..., ::2]):
+        ours, reference = both_backends({"n": 2}, strided, op_idx, mag, seed=18)
+        assert torch.equal(ours, reference) and ours.is_contiguous()
+
+
+def test_native_ops_match_pil(native_lib):
+    """The native kernels against the PIL reference directly, with given signs and centres."""
+    for c, size in ((1, 28), (3, (31, 24)), (3, 96)):
+        x = images(12, c, size, seed=19, low=0, high=256)
+        b, _, h, w = x.shape
+        sign = alternating_signs(b)
+        centre = O.random_centre((b,), h, w, gen(20), torch.device("cpu"))
+        op_idx = torch.zeros(1, b, dtype=torch.long)
+        for name in OPS:
+            ra = RandAugment(1, ops=[name], backend="native")
+            for m in (3.0, 9.0):
+                ours = ra.apply_given(x, op_idx, torch.full((1, b), m), sign[None], centre[None])
+                assert_matches_pil(ours, pil_op(x, name, mags(b, m), sign, centre), name)
+
+
+def test_native_scalar_build_equals_torch(native_lib, tmp_path, monkeypatch):
+    """The portable scalar kernels (-DNS_NO_SIMD, what platforms without SSE2 run) give the same bytes."""
+    scalar = native.load(cache_dir=tmp_path, extra_flags=("-DNS_NO_SIMD",))
+    assert scalar is not None and scalar.simd == "scalar", native.unavailable_reason(cache_dir=tmp_path)
+    monkeypatch.setattr(native, "load", lambda *args, **kwargs: scalar)
+    for c, size in ((3, 96), (3, (13, 22)), (1, 28)):
+        x = images(64, c, size, seed=21, low=0, high=256)
+        for seed in (0, 1):
+            ours = RandAugment(2, 9, mstd=1.0, backend="native")(x, generator=gen(seed))
+            assert torch.equal(ours, RandAugment(2, 9, mstd=1.0, backend="torch")(x, generator=gen(seed)))
+
+
+def test_native_build_is_cached_and_leaves_no_partial_files(native_lib, tmp_path):
+    lib = native.load(cache_dir=tmp_path)
+    assert lib is not None and lib.path.is_relative_to(tmp_path)
+    assert lib.path.name == native.LIBRARY_NAME and lib.path.parent.parent == tmp_path
+    built = lib.path.stat().st_mtime_ns
+    assert native.load(cache_dir=tmp_path) is lib  # cached in the process
+    native.clear_cache()
+    try:
+        again = native.load(cache_dir=tmp_path)  # found on disk: not compiled again
+        assert again.path == lib.path and again.path.stat().st_mtime_ns == built
+    finally:
+        native.clear_cache()
+    assert [p.name for p in lib.path.parent.iterdir()] == [native.LIBRARY_NAME]
+
+
+def test_concurrent_processes_build_one_library(native_lib, tmp_path):
+    """Processes building into the same empty cache at once (torchrun ranks) all load a whole library."""
+    code = ("import sys; from noisystudent.augment import native; "
+            "lib = native.load(cache_dir=sys.argv[1]); print(lib is not None and lib.path)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs) and len(set(outputs)) == 1 and outputs[0] != "False", outputs
+    assert [p.name for p in Path(outputs[0]).parent.iterdir()] == [native.LIBRARY_NAME]
+
+
+@pytest.fixture
+def forget_native():
+    """Clear the native module's cache before and after (the test changes what loading finds)."""
+    native.clear_cache()
+    yield
+    native.clear_cache()
+
+
+def test_missing_compiler_falls_back_to_torch(forget_native, monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(native, "COMPILERS", ("no-such-c-compiler-anywhere",))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no library built before
+    x = images(32, 3, 20, seed=22, low=0, high=256)
+    with caplog.at_level(logging.INFO, logger="noisystudent.augment.native"):
+        out = RandAugment(2, 9)(x, generator=gen(3))  # auto: torch, no exception
+    assert torch.equal(out, RandAugment(2, 9, backend="torch")(x, generator=gen(3)))
+    assert not native.available() and "no-such-c-compiler-anywhere" in native.unavailable_reason()
+    assert RandAugment(2, 9).backend_for("cpu") == "torch"
+    assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1  # said once
+    with pytest.raises(UserError, match="unavailable"):
+        RandAugment(2, 9, backend="native")
+    assert not any(tmp_path.iterdir())
+
+
+def test_failing_compile_is_reported_not_raised(forget_native, tmp_path):
+    """A compiler that exists but fails (here `false`): load() returns None with the reason, no partial file."""
+    if shutil.which("false") is None:
+        pytest.skip("no `false` command")
+    assert native.load(cache_dir=tmp_path, compilers=("false",)) is None
+    assert "failed" in native.unavailable_reason(cache_dir=tmp_path, compilers=("false",))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_backend_argument(native_lib):
+    assert RandAugment.from_spec("rand-n2-m9", backend="torch").backend == "torch"
+    assert repr(RandAugment(backend="native")) == "RandAugment(n=2, m=9, mstd=0, backend='native')"
+    assert RandAugment(backend="torch").backend_for("cpu") == "torch"
+    assert RandAugment().backend_for("cuda") == "torch"  # CUDA tensors always run the torch code
+    with pytest.raises(UserError, match="CPU tensors only"):
+        RandAugment(backend="native").backend_for("cuda")
+    with pytest.raises(UserError, match="unknown RandAugment backend"):
+        RandAugment(backend="c")
 
 
 # ------------------------------------------------------------------------------------------------

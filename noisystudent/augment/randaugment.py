@@ -1,13 +1,19 @@
 """RandAugment (Cubuk et al. 2020), batched and per sample, plus its timm-like spec strings.
 
 Each of the N layers draws, for every sample independently, one op uniformly from `ops` and a
-magnitude (M, or M + mstd * N(0, 1) clipped to [0, 10] when mstd > 0). The samples that drew the
-same op are processed together in batched calls; the geometric ops of a layer share two
-resamplings (rows shifted: translate_x / _y, shear_x; general: rotate, shear_y). See
-`noisystudent.augment.ops` for the ops and the magnitude table.
+magnitude (M, or M + mstd * N(0, 1) clipped to [0, 10] when mstd > 0). On the torch backend the
+samples that drew the same op are processed together in batched calls; the geometric ops of a
+layer share two resamplings (rows shifted: translate_x / _y, shear_x; general: rotate, shear_y).
+See `noisystudent.augment.ops` for the ops and the magnitude table.
 
-How `RandAugment.apply` is organised (the costs are per op call on small images and per pixel
-pass on large ones, so it minimises both):
+Backends (`backend=`): "torch" runs the batched torch code below on any device; "native" runs the
+pixel work of CPU batches in C (`noisystudent.augment.native`, built on first use), one sample at
+a time through all its layers, which at 96x96 is several times faster; "auto" (the default) picks
+native for CPU tensors when it could be built, else torch. Both draw the same random numbers and
+compute the same parameters in torch, and give the same bytes.
+
+How the torch backend's `RandAugment.apply` is organised (the costs are per op call on small
+images and per pixel pass on large ones, so it minimises both):
 1. everything that depends only on the draws is worked out first, for all layers at once: the
    signs and cutout centres, every op's parameters (`ops.sample_params`), the one host sync (how
    many samples each (layer, op group) has), the order that sorts each layer by op group, and
@@ -31,9 +37,11 @@ from typing import Sequence
 
 import torch
 
+from noisystudent.augment import native
 from noisystudent.augment import ops as O
 from noisystudent.errors import UserError
 
+BACKENDS = ("auto", "torch", "native")  # see the module docstring
 SPEC_FORM = "'rand-n<layers>-m<magnitude 0..10>[-mstd<std>]', e.g. 'rand-n2-m9'"
 DEFAULT_LAYERS = 2  # timm's default number of layers when a spec gives no n
 _SECTION = re.compile(r"^(mstd|n|m)(.+)$")
@@ -132,18 +140,25 @@ class RandAugment:
     out = ra(images, generator=g)           # (B, C, H, W) uint8, same device, a new tensor
     op_idx, mags = ra.sample(B, g, device)  # the draws alone, (n, B) long and (n, B) float32
     out = ra.apply(images, op_idx, mags, g) # ... applied (op randomness, e.g. signs, from g)
+    out = ra.apply_given(images, op_idx, mags, sign, centre)  # ... with the op randomness given
+
+    backend: "auto" (native C for CPU tensors when available, else torch), "torch" or "native"
+    (CPU only; UserError if it cannot be built). The same draws give the same bytes on every backend.
     """
 
-    def __init__(self, n: int = 2, m: float = 9.0, mstd: float = 0.0, ops: Sequence[str] | None = None):
+    def __init__(self, n: int = 2, m: float = 9.0, mstd: float = 0.0, ops: Sequence[str] | None = None,
+                 backend: str = "auto"):
         m, mstd = float(m), float(mstd)
         problem = _problem(n, m, mstd)
         if problem:
             raise UserError(f"bad RandAugment settings: {problem}")
+        if backend not in BACKENDS:
+            raise UserError(f"unknown RandAugment backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         names = tuple(O.OPS if ops is None else ops)
         unknown = [name for name in names if name not in O.OP_FUNCS]
         if unknown or not names:
             raise UserError(f"RandAugment ops must be a non-empty list from {list(O.OPS)}, got {list(names)}")
-        self.n, self.m, self.mstd, self.ops = n, m, mstd, names
+        self.n, self.m, self.mstd, self.ops, self.backend = n, m, mstd, names, backend
         # Ops run in groups: one per pixel op, and two for the geometric ops, which share one
         # resampling: "shift" (whole rows move: O.shift_rows) and "warp" (the others: O.resample).
         group_of = {name: _geometric_group(name) or name for name in names}
@@ -152,12 +167,36 @@ class RandAugment:
         self._op_kind = torch.tensor(
             [O.GEOMETRIC_KINDS.index(name) if name in O.GEOMETRIC_KINDS else -1 for name in names]
         )  # (K,) geometric kind of each op index, -1 for pixel ops
+        self._op_kernel = torch.tensor([native.kernel_of(name) for name in names], dtype=torch.int32)  # (K,)
+        self._any_geometric = any(name in O.GEOMETRIC_KINDS for name in names)
+        if backend == "native":
+            self._native_library(torch.device("cpu"))  # fail now, not at the first batch
 
     @classmethod
-    def from_spec(cls, spec: str, ops: Sequence[str] | None = None) -> "RandAugment":
+    def from_spec(cls, spec: str, ops: Sequence[str] | None = None, backend: str = "auto") -> "RandAugment":
         """Build from a timm-like spec such as ``rand-n2-m9`` or ``rand-n1-m5-mstd0.5``."""
         n, m, mstd = parse_randaugment_spec(spec)
-        return cls(n=n, m=m, mstd=mstd, ops=ops)
+        return cls(n=n, m=m, mstd=mstd, ops=ops, backend=backend)
+
+    def _native_library(self, device: torch.device) -> native.NativeLibrary | None:
+        """The native library if this backend runs natively on `device`, else None; UserError when
+        backend "native" cannot run there."""
+        if self.backend == "torch":
+            return None
+        if device.type != "cpu":
+            if self.backend == "native":
+                raise UserError(f"RandAugment backend 'native' runs on CPU tensors only, not on {device.type}: "
+                                "use backend 'auto' or 'torch'")
+            return None
+        lib = native.load()
+        if lib is None and self.backend == "native":
+            raise UserError(f"RandAugment backend 'native' is unavailable ({native.unavailable_reason()}): "
+                            "use backend 'auto' or 'torch'")
+        return lib
+
+    def backend_for(self, device: torch.device | str = "cpu") -> str:
+        """Which backend runs tensors on `device`: "native" or "torch"."""
+        return "torch" if self._native_library(torch.device(device)) is None else "native"
 
     def __str__(self) -> str:
         spec = f"rand-n{self.n}-m{_format_number(self.m)}"
@@ -165,7 +204,8 @@ class RandAugment:
 
     def __repr__(self) -> str:
         ops = "" if self.ops == O.OPS else f", ops={list(self.ops)}"
-        return f"RandAugment(n={self.n}, m={self.m:g}, mstd={self.mstd:g}{ops})"
+        backend = "" if self.backend == "auto" else f", backend={self.backend!r}"
+        return f"RandAugment(n={self.n}, m={self.m:g}, mstd={self.mstd:g}{ops}{backend})"
 
     def sample(
         self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
@@ -194,26 +234,62 @@ class RandAugment:
         """
         O.check_images(images)
         n, batch = op_idx.shape
+        _, _, h, w = images.shape
+        with torch.inference_mode():
+            sign = O.random_sign((n, batch), generator, images.device)  # (n, B)
+            centre = O.random_centre((n, batch), h, w, generator, images.device)  # (n, B, 2)
+        return self.apply_given(images, op_idx, mags, sign, centre)
+
+    def apply_given(
+        self, images: torch.Tensor, op_idx: torch.Tensor, mags: torch.Tensor, sign: torch.Tensor,
+        centre: torch.Tensor,
+    ) -> torch.Tensor:
+        """`apply` with the op randomness given: sign (n, B) +-1.0 (used by the +- ops), centre
+        (n, B, 2) int64 cutout centres (row, column). Returns a new (B, C, H, W) uint8 tensor."""
+        O.check_images(images)
+        n, batch = op_idx.shape
         if batch != images.shape[0] or mags.shape != op_idx.shape:
             raise ValueError(f"op_idx {tuple(op_idx.shape)} / mags {tuple(mags.shape)} do not fit {batch} images")
+        if sign.shape != op_idx.shape or centre.shape != (n, batch, 2):
+            raise ValueError(f"sign {tuple(sign.shape)} / centre {tuple(centre.shape)} do not fit op_idx "
+                             f"{tuple(op_idx.shape)}")
+        lib = self._native_library(images.device)
         out = _new_like(images)  # allocated outside inference mode: an ordinary tensor for the caller
+        device = images.device
         with torch.inference_mode():  # (cheaper dispatch for the many small ops)
-            self._apply_into(images, op_idx, mags, generator, out)
+            op_idx, mags, sign, centre = (t.to(device) for t in (op_idx, mags, sign, centre))
+            if lib is None:
+                self._apply_torch(images, op_idx, mags, sign, centre, out)
+            else:
+                self._apply_native(lib, images, op_idx, mags, sign, centre, out)
         return out
 
-    def _apply_into(
-        self, images: torch.Tensor, op_idx: torch.Tensor, mags: torch.Tensor, generator: torch.Generator | None,
-        out: torch.Tensor,
+    def _apply_native(
+        self, lib: native.NativeLibrary, images: torch.Tensor, op_idx: torch.Tensor, mags: torch.Tensor,
+        sign: torch.Tensor, centre: torch.Tensor, out: torch.Tensor,
     ) -> None:
-        """`apply`, writing the result into `out` ((B, C, H, W) uint8, contiguous)."""
+        """The native backend: the parameters of every (layer, sample) in torch, exactly as
+        `_apply_torch` computes them, then one C call does the pixels of the whole batch."""
+        _, _, h, w = images.shape
+        kind = self._op_kind[op_idx].flatten()  # (n * B,) layer-major, -1 for pixel ops
+        params = O.sample_params(mags.flatten(), sign.flatten(), centre.view(-1, 2), kind, h, w)  # (n * B, P)
+        col_terms = row_terms = None
+        if self._any_geometric:  # every row's terms (those of pixel ops are not read)
+            coeffs = O.geometric_coeffs(kind.clamp(min=0), params.select(1, O.P_VALUE), h, w)
+            col_terms, row_terms = (t.contiguous() for t in O.affine_terms(coeffs, h, w))
+        kernels = self._op_kernel[op_idx]  # (n, B) int32
+        lib.randaugment(images.contiguous(), out, kernels, params.contiguous(), col_terms, row_terms)
+
+    def _apply_torch(
+        self, images: torch.Tensor, op_idx: torch.Tensor, mags: torch.Tensor, sign: torch.Tensor,
+        centre: torch.Tensor, out: torch.Tensor,
+    ) -> None:
+        """The torch backend, writing the result into `out` ((B, C, H, W) uint8, contiguous)."""
         n, batch = op_idx.shape
         _, channels, h, w = images.shape
         device = images.device
-        op_idx, mags = op_idx.to(device), mags.to(device)
         group = self._op_group.to(device)[op_idx]  # (n, B)
         kind = self._op_kind.to(device)[op_idx]  # (n, B), -1 for pixel ops
-        sign = O.random_sign((n, batch), generator, device)  # (n, B)
-        centre = O.random_centre((n, batch), h, w, generator, device)  # (n, B, 2)
         params = O.sample_params(mags.flatten(), sign.flatten(), centre.view(-1, 2), kind.flatten(), h, w)
         counts = self._group_counts(group)  # the one host sync
         runs = [name not in _NO_OPS.get(channels, ()) for name in self._groups]  # groups that change pixels
