@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for pil_randaugment
 import pil_randaugment as pil  # noqa: E402
 
 from noisystudent.augment import OPS, RandAugment  # noqa: E402
+from noisystudent.augment.randaugment import BACKENDS  # noqa: E402
 from noisystudent.augment import native  # noqa: E402
 from noisystudent.augment import ops as O  # noqa: E402
 
@@ -222,7 +223,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="images per batch (default 256)")
     ap.add_argument("--repeats", type=int, default=11, help="timed batches per contender and size (default 11)")
     ap.add_argument("--device", default="cpu", help="where our RandAugment runs: cpu or cuda")
-    ap.add_argument("--backend", choices=("auto", "torch", "native"), default="auto",
+    ap.add_argument("--backend", choices=BACKENDS, default="auto",
                     help="our RandAugment's backend (default auto: native C on the CPU when available, else torch)")
     ap.add_argument("--clock", choices=("auto", "wall"), default="auto",
                     help="auto: this thread's CPU time with one CPU thread, else wall time (default auto)")
