@@ -14,8 +14,12 @@ Rows (each a run directory under --out-dir, so an interrupted benchmark continue
                      ablations of round 1 (they reuse the round-0 teacher of the main run)
   noised-teacher     noised teacher, then noised student (round 1)
   consistency        consistency training (online KL to the teacher, weight averaging), round 1
-Prints a Markdown table, mean +- std over seeds and wall time per row; `--write` puts it into
-docs/RESULTS.md between the fashion-mnist markers, with the command, machine and date.
+Prints two Markdown tables, mean +- std over seeds: every row's test accuracy and training time;
+then, per round of the main run, pseudo-labels kept, their accuracy, per-class counts after
+balancing, robustness (mCE, relative mCE, flip rates) and the wall time since the run started, and
+when the pipeline first reaches 90%. Robustness is measured on the main rounds and on no-noise (the
+other ablations skip it, for time). `--write` puts the tables into docs/RESULTS.md between the
+fashion-mnist markers, with the command, machine and date.
 """
 
 from __future__ import annotations
@@ -64,9 +68,14 @@ QUICK = ["data.max_unlabeled=5000", "teacher.epochs=40", "student.epochs=4", "te
 MARK_BEGIN, MARK_END = "<!-- fashion-mnist:begin -->", "<!-- fashion-mnist:end -->"
 
 
-def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, tuple[float, float]]:
-    """(test accuracy, seconds) of each requested row for one seed."""
-    res: dict[str, tuple[float, float]] = {}
+ROBUST_ABLATIONS = {"no-noise"}  # the other ablation rows skip the robustness evaluation (minutes per row)
+
+
+def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, dict]:
+    """Per requested row for one seed: test accuracy, training seconds, and for the main rounds the
+    pipeline's result row plus `elapsed` (wall seconds from the run's first record to the round's
+    evaluation, robustness of earlier rounds included)."""
+    res: dict[str, dict] = {}
     main_cfg = base.with_overrides([f"out_dir={out}", f"name=seed{seed}-main", f"seed={seed}",
                                     f"data.split_seed={seed}"])
     if any(r in MAIN for r in rows) or any(ABLATIONS[r][1] for r in rows if r in ABLATIONS):
@@ -74,20 +83,25 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, t
         want = max([MAIN.index(r) for r in rows if r in MAIN] + [0])
         result = run(main_cfg.with_overrides([f"pipeline.rounds={want}"]), progress=False)
         per_round = _round_seconds(out / main_cfg.name)
+        elapsed = _elapsed_at_evaluation(out / main_cfg.name)
         for k, r in enumerate(result.rows):
-            res[MAIN[k]] = (r["test_accuracy"], per_round.get(k, time.perf_counter() - t0))
+            res[MAIN[k]] = {"acc": r["test_accuracy"], "seconds": per_round.get(k, time.perf_counter() - t0),
+                            "row": r, "elapsed": elapsed.get(k)}
     for name in rows:
         if name not in ABLATIONS:
             continue
         overrides, reuse = ABLATIONS[name]
-        cfg = main_cfg.with_overrides([f"name=seed{seed}-{name}", "pipeline.rounds=1", *overrides])
+        robust = [] if name in ROBUST_ABLATIONS else ["pipeline.robustness=false"]
+        cfg = main_cfg.with_overrides([f"name=seed{seed}-{name}", "pipeline.rounds=1", *robust, *overrides])
         if reuse and not (out / cfg.name / "round-0" / "model.json").exists():
             (out / cfg.name).mkdir(parents=True, exist_ok=True)
             shutil.copytree(out / main_cfg.name / "round-0", out / cfg.name / "round-0", dirs_exist_ok=True)
         result = run(cfg, progress=False)
-        res[name] = (result.rows[-1]["test_accuracy"], _round_seconds(out / cfg.name).get(1, float("nan")))
+        res[name] = {"acc": result.rows[-1]["test_accuracy"], "row": result.rows[-1],
+                     "seconds": _round_seconds(out / cfg.name).get(1, float("nan"))}
     if "oracle" in rows:
-        res["oracle"] = oracle(main_cfg, out / f"seed{seed}-oracle")
+        acc, seconds = oracle(main_cfg, out / f"seed{seed}-oracle")
+        res["oracle"] = {"acc": acc, "seconds": seconds}
     return res
 
 
@@ -134,17 +148,69 @@ def _round_seconds(run_dir: Path) -> dict[int, float]:
     return out
 
 
-def table(rows: list[str], per_seed: list[dict[str, tuple[float, float]]], validation: bool = False) -> str:
+def _elapsed_at_evaluation(run_dir: Path) -> dict[int, float]:
+    """Wall seconds from the run's first metrics record to each round's evaluation (an uninterrupted run)."""
+    out: dict[int, float] = {}
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return out
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    start = min(r["time"] for r in recs)
+    for r in recs:
+        stage = r.get("stage", "")
+        if stage.startswith("round-") and stage.endswith("/evaluate"):
+            out[int(stage.split("/")[0].split("-")[1])] = r["time"] - start
+    return out
+
+
+def _ms(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """'mean +- std' of the values times `scale`; '-' when there are none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{scale * statistics.mean(values):.{digits}f} +- {scale * sd:.{digits}f}"
+
+
+def table(rows: list[str], per_seed: list[dict[str, dict]], validation: bool = False) -> str:
     what = "validation accuracy (held out of the unlabeled pool)" if validation else "test accuracy"
     lines = [f"| row | {what} % (mean +- std) | seeds | training time per seed |", "|---|---|---|---|"]
     for name in rows:
-        accs = [r[name][0] for r in per_seed if name in r]
-        secs = [r[name][1] for r in per_seed if name in r]
-        if not accs:
+        got = [r[name] for r in per_seed if name in r]
+        if not got:
             continue
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        lines.append(f"| {name} | {100 * statistics.mean(accs):.2f} +- {100 * sd:.2f} | {len(accs)} | "
-                     f"{statistics.mean(secs) / 60:.1f} min |")
+        lines.append(f"| {name} | {_ms([g['acc'] for g in got])} | {len(got)} | "
+                     f"{statistics.mean(g['seconds'] for g in got) / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def rounds_table(per_seed: list[dict[str, dict]], target: float = 0.90) -> str:
+    """The main run round by round: selection, robustness, elapsed time; then the time to `target`."""
+    head = ("| round | model | test accuracy % | pseudo-labels kept | kept that are correct % | per-class after "
+            "balancing (min-max) | mCE % | relative mCE | flip rate translate % | flip rate noise % | "
+            "elapsed min |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for k, name in enumerate(MAIN):
+        got = [r[name] for r in per_seed if name in r]
+        if not got:
+            continue
+        rows = [g["row"] for g in got]
+        kept = [r["pseudo_labels_kept"] for r in rows if r["pseudo_labels_kept"] is not None]
+        per_class = [c for r in rows if r["per_class_after_balance"] for c in r["per_class_after_balance"]]
+        flips = {kind: [r["flip_rate"][kind] if r["flip_rate"] else None for r in rows]
+                 for kind in ("translate", "noise")}
+        lines.append(
+            f"| {k} | {rows[0]['model']} | {_ms([g['acc'] for g in got])} | "
+            f"{_ms(kept, 1, 0) if kept else '-'} | {_ms([r['pseudo_label_accuracy_selected'] for r in rows])} | "
+            f"{f'{min(per_class):,}-{max(per_class):,}' if per_class else '-'} | {_ms([r['mce'] for r in rows])} | "
+            f"{_ms([r['relative_mce'] for r in rows], 1, 3)} | {_ms(flips['translate'])} | {_ms(flips['noise'])} | "
+            f"{_ms([g['elapsed'] for g in got], 1 / 60, 1)} |")
+    firsts = []
+    for s in per_seed:
+        hit = [(k, s[n]["elapsed"]) for k, n in enumerate(MAIN) if n in s and s[n]["acc"] >= target]
+        firsts.append(f"round {hit[0][0]} at {hit[0][1] / 60:.1f} min" if hit and hit[0][1] is not None
+                      else "not reached")
+    lines += ["", f"First reaches {100 * target:.0f}% test accuracy, per seed: " + "; ".join(firsts) + "."]
     return "\n".join(lines)
 
 
@@ -183,7 +249,10 @@ def main() -> None:
         f"- Whole benchmark: {(time.perf_counter() - t0) / 60:.1f} min (rows already on disk are not re-run)",
         "",
         table(args.rows, per_seed, validation=base.data.validation > 0),
-    ])
+    ] + (["", "Main run, round by round (robustness on a seeded subset of "
+          f"{base.pipeline.robustness_images or 'all'} test images; elapsed: wall time from the run's start "
+          "to the round's evaluation, robustness of earlier rounds included):", "",
+          rounds_table(per_seed)] if any(r in MAIN for r in args.rows) else []))
     print(text)
     if args.write:
         write_results(text)
