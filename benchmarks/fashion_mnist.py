@@ -41,6 +41,7 @@ from noisystudent.config import TrainConfig
 from noisystudent.data.sources import load_idx
 from noisystudent.evaluate import accuracy
 from noisystudent.models import create_model
+from noisystudent.report.run_files import read_metrics
 from noisystudent.targets import Targets
 from noisystudent.tensors import channel_stats
 from noisystudent.train import Augmentation, train
@@ -82,8 +83,8 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, d
         t0 = time.perf_counter()
         want = max([MAIN.index(r) for r in rows if r in MAIN] + [0])
         result = run(main_cfg.with_overrides([f"pipeline.rounds={want}"]), progress=False)
-        per_round = _round_seconds(out / main_cfg.name)
-        elapsed = _elapsed_at_evaluation(out / main_cfg.name)
+        records = read_metrics(out / main_cfg.name / "metrics.jsonl")
+        per_round, elapsed = _round_seconds(records), _elapsed_at_evaluation(records)
         for k, r in enumerate(result.rows):
             res[MAIN[k]] = {"acc": r["test_accuracy"], "seconds": per_round.get(k, time.perf_counter() - t0),
                             "row": r, "elapsed": elapsed.get(k)}
@@ -98,7 +99,7 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, d
             shutil.copytree(out / main_cfg.name / "round-0", out / cfg.name / "round-0", dirs_exist_ok=True)
         result = run(cfg, progress=False)
         res[name] = {"acc": result.rows[-1]["test_accuracy"], "row": result.rows[-1],
-                     "seconds": _round_seconds(out / cfg.name).get(1, float("nan"))}
+                     "seconds": _round_seconds(read_metrics(out / cfg.name / "metrics.jsonl")).get(1, float("nan"))}
     if "oracle" in rows:
         acc, seconds = oracle(main_cfg, out / f"seed{seed}-oracle")
         res["oracle"] = {"acc": acc, "seconds": seconds}
@@ -134,33 +135,24 @@ def oracle(cfg: Config, directory: Path) -> tuple[float, float]:
     return acc, seconds
 
 
-def _round_seconds(run_dir: Path) -> dict[int, float]:
-    """Training seconds per round from metrics.jsonl (sum over epochs)."""
+def _round_seconds(records: list[dict]) -> dict[int, float]:
+    """Training seconds per round, from a run's metrics records (sum over epochs)."""
     out: dict[int, float] = {}
-    path = run_dir / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            stage = rec.get("stage", "")
-            if stage.startswith("round-") and "/" not in stage and "seconds" in rec:
-                k = int(stage.split("-")[1])
-                out[k] = out.get(k, 0.0) + rec["seconds"]
+    for rec in records:
+        stage = rec.get("stage", "")
+        if stage.startswith("round-") and "/" not in stage and "seconds" in rec:
+            k = int(stage.split("-")[1])
+            out[k] = out.get(k, 0.0) + rec["seconds"]
     return out
 
 
-def _elapsed_at_evaluation(run_dir: Path) -> dict[int, float]:
+def _elapsed_at_evaluation(records: list[dict]) -> dict[int, float]:
     """Wall seconds from the run's first metrics record to each round's evaluation (an uninterrupted run)."""
-    out: dict[int, float] = {}
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return out
-    recs = [json.loads(line) for line in path.read_text().splitlines()]
-    start = min(r["time"] for r in recs)
-    for r in recs:
-        stage = r.get("stage", "")
-        if stage.startswith("round-") and stage.endswith("/evaluate"):
-            out[int(stage.split("/")[0].split("-")[1])] = r["time"] - start
-    return out
+    if not records:
+        return {}
+    start = min(r["time"] for r in records)
+    return {int(r["stage"].split("/")[0].split("-")[1]): r["time"] - start for r in records
+            if r.get("stage", "").startswith("round-") and r["stage"].endswith("/evaluate")}
 
 
 def _ms(values: list[float], scale: float = 100.0, digits: int = 2) -> str:

@@ -25,7 +25,6 @@ minutes of training; then mean +- std per variant.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import statistics
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from common import machine_line
 from noisystudent import Config, run
+from noisystudent.report.run_files import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
@@ -49,12 +49,8 @@ VARIANTS = {
 
 
 def train_minutes(run_dir: Path, stage: str) -> float:
-    total = 0.0
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("stage") == stage and "seconds" in rec:
-            total += rec["seconds"]
-    return total / 60
+    return sum(r["seconds"] for r in read_metrics(run_dir / "metrics.jsonl")
+               if r.get("stage") == stage and "seconds" in r) / 60
 
 
 def main() -> None:
