@@ -74,8 +74,8 @@ ROBUST_ABLATIONS = {"no-noise"}  # the other ablation rows skip the robustness e
 
 def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, dict]:
     """Per requested row for one seed: test accuracy, training seconds, and for the main rounds the
-    pipeline's result row plus `elapsed` (wall seconds from the run's first record to the round's
-    evaluation, robustness of earlier rounds included)."""
+    pipeline's result row plus `elapsed` (working seconds from the run's start to the round's
+    evaluation, robustness of earlier rounds included, pauses between resumed sittings left out)."""
     res: dict[str, dict] = {}
     main_cfg = base.with_overrides([f"out_dir={out}", f"name=seed{seed}-main", f"seed={seed}",
                                     f"data.split_seed={seed}"])
@@ -84,7 +84,8 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, d
         want = max([MAIN.index(r) for r in rows if r in MAIN] + [0])
         result = run(main_cfg.with_overrides([f"pipeline.rounds={want}"]), progress=False)
         records = read_metrics(out / main_cfg.name / "metrics.jsonl")
-        per_round, elapsed = _round_seconds(records), _elapsed_at_evaluation(records)
+        per_round = _round_seconds(records)
+        elapsed = _elapsed_at_evaluation(records, _run_starts(out / main_cfg.name / "run.log"))
         for k, r in enumerate(result.rows):
             res[MAIN[k]] = {"acc": r["test_accuracy"], "seconds": per_round.get(k, time.perf_counter() - t0),
                             "row": r, "elapsed": elapsed.get(k)}
@@ -146,12 +147,39 @@ def _round_seconds(records: list[dict]) -> dict[int, float]:
     return out
 
 
-def _elapsed_at_evaluation(records: list[dict]) -> dict[int, float]:
-    """Wall seconds from the run's first metrics record to each round's evaluation (an uninterrupted run)."""
+def _run_starts(log: Path) -> list[float]:
+    """Epoch seconds at which the pipeline started or resumed this run, from its run.log (local time)."""
+    if not log.exists():
+        return []
+    starts = []
+    for line in log.read_text().splitlines():
+        if " noisystudent.pipeline: run " in line and ": device " in line:
+            stamp = line[:23]  # "YYYY-mm-dd HH:MM:SS,mmm", logging's asctime
+            starts.append(time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000)
+    return sorted(starts)
+
+
+def _elapsed_at_evaluation(records: list[dict], starts: list[float] = ()) -> dict[int, float]:
+    """Working seconds from the run's start to each round's evaluation, robustness of earlier rounds
+    included: a resumed run counts each sitting from its start to its last metrics record, so time
+    between sittings (and an epoch lost to the interruption) is not counted."""
     if not records:
         return {}
-    start = min(r["time"] for r in records)
-    return {int(r["stage"].split("/")[0].split("-")[1]): r["time"] - start for r in records
+    times = sorted(r["time"] for r in records)
+    first = [s for s in starts if s <= times[0]][-1:] or [times[0]]  # the sitting of the first record
+    starts = first + [s for s in starts if s > times[0]]
+
+    def elapsed(t: float) -> float:
+        total = 0.0
+        for i, s in enumerate(starts):
+            nxt = starts[i + 1] if i + 1 < len(starts) else float("inf")
+            if t < nxt:
+                return total + t - s
+            in_sitting = [x for x in times if s <= x < nxt]
+            total += (in_sitting[-1] - s) if in_sitting else 0.0
+        return total
+
+    return {int(r["stage"].split("/")[0].split("-")[1]): elapsed(r["time"]) for r in records
             if r.get("stage", "").startswith("round-") and r["stage"].endswith("/evaluate")}
 
 
@@ -242,8 +270,9 @@ def main() -> None:
         "",
         table(args.rows, per_seed, validation=base.data.validation > 0),
     ] + (["", "Main run, round by round (robustness on a seeded subset of "
-          f"{base.pipeline.robustness_images or 'all'} test images; elapsed: wall time from the run's start "
-          "to the round's evaluation, robustness of earlier rounds included):", "",
+          f"{base.pipeline.robustness_images or 'all'} test images; elapsed: working time from the run's start "
+          "to the round's evaluation, robustness of earlier rounds included, pauses between resumed sittings "
+          "left out):", "",
           rounds_table(per_seed)] if any(r in MAIN for r in args.rows) else []))
     print(text)
     if args.write:

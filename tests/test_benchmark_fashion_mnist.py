@@ -1,0 +1,52 @@
+"""benchmarks/fashion_mnist.py's elapsed-time column: a resumed run counts only its working time."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("fashion_mnist_bench", BENCH / "fashion_mnist.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _log_line(t: float, message: str) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f",{round(1000 * (t % 1)):03d}"
+    return f"{stamp} INFO noisystudent.pipeline: {message}"
+
+
+def test_elapsed_leaves_out_the_pause_between_sittings(bench, tmp_path):
+    t0 = 1_700_000_000.0
+    log = tmp_path / "run.log"
+    log.write_text("\n".join([
+        _log_line(t0, "run runs/x: device cpu (2 CPU threads, 1 process), config hash abc"),
+        _log_line(t0 + 10, "round 0 (resnet8): test accuracy 80.00%"),
+        _log_line(t0 + 5000, "run runs/x: device cpu (2 CPU threads, 1 process), config hash abc"),
+    ]) + "\n")
+    records = [
+        {"time": t0 + 5, "stage": "round-0", "epoch": 1, "seconds": 5.0},
+        {"time": t0 + 10, "stage": "round-0/evaluate", "test_accuracy": 0.8},
+        {"time": t0 + 100, "stage": "round-1", "epoch": 1, "seconds": 80.0},
+        # interrupted in epoch 2; resumed at t0 + 5000 from the end of epoch 1
+        {"time": t0 + 5040, "stage": "round-1", "epoch": 2, "seconds": 40.0},
+        {"time": t0 + 5050, "stage": "round-1/evaluate", "test_accuracy": 0.85},
+    ]
+    starts = bench._run_starts(log)
+    assert starts == pytest.approx([t0, t0 + 5000])
+    assert bench._elapsed_at_evaluation(records, starts) == pytest.approx({0: 10.0, 1: 100.0 + 50.0})
+    # without the log, the first record is the start and the pause counts
+    assert bench._elapsed_at_evaluation(records)[1] == pytest.approx(5045.0)
