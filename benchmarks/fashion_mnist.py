@@ -169,15 +169,16 @@ def _elapsed_at_evaluation(records: list[dict], starts: list[float] = ()) -> dic
     first = [s for s in starts if s <= times[0]][-1:] or [times[0]]  # the sitting of the first record
     starts = first + [s for s in starts if s > times[0]]
 
+    # per sitting: its start, and the working seconds of the sittings before it
+    offsets, done = [], 0.0
+    for s, nxt in zip(starts, starts[1:] + [float("inf")]):
+        offsets.append((s, done))
+        in_sitting = [x for x in times if s <= x < nxt]
+        done += (in_sitting[-1] - s) if in_sitting else 0.0
+
     def elapsed(t: float) -> float:
-        total = 0.0
-        for i, s in enumerate(starts):
-            nxt = starts[i + 1] if i + 1 < len(starts) else float("inf")
-            if t < nxt:
-                return total + t - s
-            in_sitting = [x for x in times if s <= x < nxt]
-            total += (in_sitting[-1] - s) if in_sitting else 0.0
-        return total
+        s, before = next((o for o in reversed(offsets) if o[0] <= t), offsets[0])
+        return before + t - s
 
     return {int(r["stage"].split("/")[0].split("-")[1]): elapsed(r["time"]) for r in records
             if r.get("stage", "").startswith("round-") and r["stage"].endswith("/evaluate")}
