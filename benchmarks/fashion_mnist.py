@@ -85,7 +85,7 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, d
         result = run(main_cfg.with_overrides([f"pipeline.rounds={want}"]), progress=False)
         records = read_metrics(out / main_cfg.name / "metrics.jsonl")
         per_round = _round_seconds(records)
-        elapsed = _elapsed_at_evaluation(records, _run_starts(out / main_cfg.name / "run.log"))
+        elapsed = _elapsed_at_evaluation(records, _run_starts(records, out / main_cfg.name / "run.log"))
         for k, r in enumerate(result.rows):
             res[MAIN[k]] = {"acc": r["test_accuracy"], "seconds": per_round.get(k, time.perf_counter() - t0),
                             "row": r, "elapsed": elapsed.get(k)}
@@ -147,15 +147,18 @@ def _round_seconds(records: list[dict]) -> dict[int, float]:
     return out
 
 
-def _run_starts(log: Path) -> list[float]:
-    """Epoch seconds at which the pipeline started or resumed this run, from its run.log (local time)."""
-    if not log.exists():
-        return []
-    starts = []
-    for line in log.read_text().splitlines():
-        if " noisystudent.pipeline: run " in line and ": device " in line:
-            stamp = line[:23]  # "YYYY-mm-dd HH:MM:SS,mmm", logging's asctime
-            starts.append(time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000)
+def _run_starts(records: list[dict], log: Path | None = None) -> list[float]:
+    """Epoch seconds at which the pipeline started or resumed this run: its "run" records in
+    metrics.jsonl, and for sittings from before the pipeline wrote them, the "run ...: device" lines
+    of its run.log (local time; a line within 5 s of a record is the same sitting)."""
+    starts = [r["time"] for r in records if r.get("stage") == "run"]
+    if log is not None and log.exists():
+        for line in log.read_text().splitlines():
+            if " noisystudent.pipeline: run " in line and ": device " in line:
+                stamp = line[:23]  # "YYYY-mm-dd HH:MM:SS,mmm", logging's asctime
+                t = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+                if all(abs(t - s) > 5.0 for s in starts):
+                    starts.append(t)
     return sorted(starts)
 
 

@@ -131,6 +131,9 @@ def _run(cfg: Config, run_dir: Path, data: Datasets, device: torch.device, progr
     log.info("data: %s", data.describe())
     mean, std = channel_stats(data.labeled.images)
     metrics = MetricsLog(run_dir / "metrics.jsonl" if dist.is_main else None)
+    # one record per sitting: a resumed run's working time leaves out the pauses between sittings
+    metrics.write(stage="run", device=str(device), threads=torch.get_num_threads(), processes=dist.world_size,
+                  config_hash=cfg.hash())
     ctx = _Context(cfg, run_dir, data, mean, std, device, metrics, progress, dist)
 
     result = RunResult(run_dir)

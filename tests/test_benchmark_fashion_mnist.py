@@ -45,8 +45,21 @@ def test_elapsed_leaves_out_the_pause_between_sittings(bench, tmp_path):
         {"time": t0 + 5040, "stage": "round-1", "epoch": 2, "seconds": 40.0},
         {"time": t0 + 5050, "stage": "round-1/evaluate", "test_accuracy": 0.85},
     ]
-    starts = bench._run_starts(log)
+    starts = bench._run_starts(records, log)
     assert starts == pytest.approx([t0, t0 + 5000])
     assert bench._elapsed_at_evaluation(records, starts) == pytest.approx({0: 10.0, 1: 100.0 + 50.0})
     # without the log, the first record is the start and the pause counts
     assert bench._elapsed_at_evaluation(records)[1] == pytest.approx(5045.0)
+
+
+def test_run_starts_come_from_run_records_and_old_log_lines_once(bench, tmp_path):
+    t0 = 1_700_000_000.0
+    log = tmp_path / "run.log"
+    log.write_text("\n".join([  # a sitting from before the "run" records, then one with both
+        _log_line(t0, "run runs/x: device cpu (2 CPU threads, 1 process), config hash abc"),
+        _log_line(t0 + 5000, "run runs/x: device cpu (2 CPU threads, 1 process), config hash abc"),
+    ]) + "\n")
+    records = [{"time": t0 + 5000.2, "stage": "run", "device": "cpu"},
+               {"time": t0 + 9000, "stage": "run", "device": "cpu"}]  # its run.log was deleted
+    assert bench._run_starts(records, log) == pytest.approx([t0, t0 + 5000.2, t0 + 9000])
+    assert bench._run_starts(records) == pytest.approx([t0 + 5000.2, t0 + 9000])

@@ -41,6 +41,7 @@ def test_two_round_pipeline_writes_the_run_directory(tmp_path):
     assert summary["rounds"] == result.rows
     assert "| round | model |" in (rd / "summary.md").read_text()
     lines = [json.loads(l) for l in (rd / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["stage"] == "run" and lines[0]["device"] == "cpu"
     assert sum(1 for l in lines if l["stage"] == "round-0" and "epoch" in l) == 3
     assert any(l["stage"] == "round-1/select" for l in lines)
     # a checkpoint rebuilds its model alone and gives the recorded accuracy
@@ -60,7 +61,8 @@ def test_rerun_skips_completed_stages_and_adding_rounds_continues(tmp_path):
     n_lines = len(metrics.read_text().splitlines())
     again = run(cfg, progress=False)
     assert again.rows == first.rows
-    assert len(metrics.read_text().splitlines()) == n_lines  # nothing was trained or evaluated again
+    added = [json.loads(line)["stage"] for line in metrics.read_text().splitlines()[n_lines:]]
+    assert added == ["run"]  # the sitting's start; nothing was trained or evaluated again
     more = run(cfg.with_overrides(["pipeline.rounds=2"]), progress=False)
     assert more.rows[:2] == first.rows and len(more.rows) == 3
 
