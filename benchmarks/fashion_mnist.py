@@ -41,7 +41,7 @@ from noisystudent.config import TrainConfig
 from noisystudent.data.sources import load_idx
 from noisystudent.evaluate import accuracy
 from noisystudent.models import create_model
-from noisystudent.report.run_files import read_metrics
+from noisystudent.report.run_files import read_metrics, record_round
 from noisystudent.targets import Targets
 from noisystudent.tensors import channel_stats
 from noisystudent.train import Augmentation, train
@@ -140,10 +140,9 @@ def _round_seconds(records: list[dict]) -> dict[int, float]:
     """Training seconds per round, from a run's metrics records (sum over epochs)."""
     out: dict[int, float] = {}
     for rec in records:
-        stage = rec.get("stage", "")
-        if stage.startswith("round-") and "/" not in stage and "seconds" in rec:
-            k = int(stage.split("-")[1])
-            out[k] = out.get(k, 0.0) + rec["seconds"]
+        parsed = record_round(rec)
+        if parsed is not None and parsed[1] is None and "seconds" in rec:
+            out[parsed[0]] = out.get(parsed[0], 0.0) + rec["seconds"]
     return out
 
 
@@ -183,8 +182,8 @@ def _elapsed_at_evaluation(records: list[dict], starts: list[float] = ()) -> dic
         s, before = next((o for o in reversed(offsets) if o[0] <= t), offsets[0])
         return before + t - s
 
-    return {int(r["stage"].split("/")[0].split("-")[1]): elapsed(r["time"]) for r in records
-            if r.get("stage", "").startswith("round-") and r["stage"].endswith("/evaluate")}
+    rounds = ((record_round(r), r["time"]) for r in records)
+    return {p[0]: elapsed(t) for p, t in rounds if p is not None and p[1] == "evaluate"}
 
 
 def _ms(values: list[float], scale: float = 100.0, digits: int = 2) -> str:

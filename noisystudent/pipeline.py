@@ -124,8 +124,9 @@ def run(cfg: Config, *, progress: bool = True, force: bool = False, dist: Dist |
 
 
 def _run(cfg: Config, run_dir: Path, data: Datasets, device: torch.device, progress: bool, dist: Dist) -> RunResult:
+    config_hash = cfg.hash()
     log.info("run %s: device %s (%d CPU threads, %s), config hash %s", run_dir, device, torch.get_num_threads(),
-             dist.describe(), cfg.hash())
+             dist.describe(), config_hash)
     for note in data.notes:
         log.info(note)
     log.info("data: %s", data.describe())
@@ -133,7 +134,7 @@ def _run(cfg: Config, run_dir: Path, data: Datasets, device: torch.device, progr
     metrics = MetricsLog(run_dir / "metrics.jsonl" if dist.is_main else None)
     # one record per sitting: a resumed run's working time leaves out the pauses between sittings
     metrics.write(stage="run", device=str(device), threads=torch.get_num_threads(), processes=dist.world_size,
-                  config_hash=cfg.hash())
+                  config_hash=config_hash)
     ctx = _Context(cfg, run_dir, data, mean, std, device, metrics, progress, dist)
 
     result = RunResult(run_dir)
@@ -144,7 +145,7 @@ def _run(cfg: Config, run_dir: Path, data: Datasets, device: torch.device, progr
                  _pct(row["test_accuracy"]), row["pseudo_labels_kept"], time.perf_counter() - t0)
         result.rows.append(row)
         if dist.is_main:
-            write_json(run_dir / "summary.json", {"config_hash": cfg.hash(), "rounds": result.rows})
+            write_json(run_dir / "summary.json", {"config_hash": config_hash, "rounds": result.rows})
     if not dist.is_main:
         return result
     atomic_write_bytes(run_dir / "summary.md", (result.table() + "\n").encode())

@@ -10,16 +10,16 @@ One TensorBoard "run" per round, so the rounds' curves overlay in the same chart
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any
+
+from noisystudent.report.run_files import record_round
 
 log = logging.getLogger(__name__)
 
 ENABLE_HINT = "pip install 'noisystudent[tensorboard]'"
 _SKIP = {"time", "stage", "epoch", "epochs"}
-_ROUND_STAGE = re.compile(r"^round-(\d+)(?:/(\w+))?$")
 
 
 def summary_writer_class() -> Any:
@@ -62,10 +62,10 @@ def write_scalars(run_dir: str | Path) -> bool:
 
 def _write_record(record: dict[str, Any], writers: dict[str, Any], out: Path, writer_class: Any) -> None:
     """Add the numeric fields of one metrics record to the writer of its round (or the pipeline's)."""
-    match = _ROUND_STAGE.match(str(record.get("stage", "")))
-    if match is None:
+    parsed = record_round(record)
+    if parsed is None:
         return
-    k, step_kind = int(match.group(1)), match.group(2)
+    k, step_kind = parsed
     if step_kind is None and "epoch" in record:
         name, prefix, step = f"round-{k}", "train", int(record["epoch"])
     elif step_kind is not None:

@@ -17,6 +17,7 @@ from noisystudent.augment import RandAugment
 from noisystudent.cli import main
 from noisystudent.report import SECTION_IDS, augment_preview, build_report
 from noisystudent.report.plots import augment_grid, have_matplotlib
+from noisystudent.report.run_files import record_round
 from noisystudent.tensorboard import write_scalars
 
 TINY = ["teacher.epochs=3", "student.epochs=1", "model.names=[resnet8]", "data.max_unlabeled=150",
@@ -103,6 +104,13 @@ def test_augment_preview_writes_a_png(tmp_path):
     path = augment_preview(images, "rand-n2-m5", tmp_path / "sub" / "preview.png", magnitudes=[0, 5, 10])
     with Image.open(path) as im:
         assert im.format == "PNG" and im.width > im.height
+
+
+@pytest.mark.parametrize("stage, expected", [
+    ("round-0", (0, None)), ("round-12", (12, None)), ("round-3/evaluate", (3, "evaluate")),
+    ("round-1/select", (1, "select")), ("run", None), ("round-x", None), ("round-1/", None), ("", None)])
+def test_record_round_parses_the_stage(stage, expected):
+    assert record_round({"stage": stage}) == expected
 
 
 def test_tensorboard_absent_returns_false_with_one_log_line(run_dir, monkeypatch, caplog):

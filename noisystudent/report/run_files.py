@@ -15,6 +15,7 @@ from noisystudent.checkpoint import read_json
 from noisystudent.errors import UserError
 
 _ROUND_DIR = re.compile(r"^round-(\d+)$")
+_ROUND_STAGE = re.compile(r"^round-(\d+)(?:/(\w+))?$")
 
 
 @dataclass
@@ -177,6 +178,13 @@ def _classes(rounds: list[RoundFiles]) -> list[str]:
         if r.meta is not None and r.meta.get("classes"):
             return [str(c) for c in r.meta["classes"]]
     return []
+
+
+def record_round(record: dict[str, Any]) -> tuple[int, str | None] | None:
+    """(k, step) of a metrics record whose stage is "round-k" (a training epoch: step None) or
+    "round-k/step" (a pipeline step such as "evaluate"); None for any other record."""
+    match = _ROUND_STAGE.match(str(record.get("stage", "")))
+    return None if match is None else (int(match.group(1)), match.group(2))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
