@@ -237,6 +237,24 @@ def rounds_table(per_seed: list[dict[str, dict]], target: float = 0.90) -> str:
     return "\n".join(lines)
 
 
+def ablation_table(rows: list[str], per_seed: list[dict[str, dict]]) -> str:
+    """Round-1 ablations against the main round 1 (ns-1), paired by seed: the accuracy difference and,
+    where the row measured it, robustness. Empty when no ablation row ran with ns-1."""
+    lines = ["| row | test accuracy % | minus ns-1, paired by seed (points) | relative mCE | "
+             "flip rate translate % | flip rate noise % |", "|---|---|---|---|---|---|"]
+    for name in ["ns-1"] + [r for r in rows if r in ABLATIONS]:
+        got = [(s[name], s["ns-1"]) for s in per_seed if name in s and "ns-1" in s]
+        if not got:
+            continue
+        rob = [g["row"] for g, _ in got if g.get("row") and g["row"].get("relative_mce") is not None]
+        flips = {kind: [r["flip_rate"][kind] for r in rob if r.get("flip_rate")] for kind in ("translate", "noise")}
+        diff = "-" if name == "ns-1" else _ms([g["acc"] - base["acc"] for g, base in got])
+        lines.append(f"| {name} | {_ms([g['acc'] for g, _ in got])} | {diff} | "
+                     f"{_ms([r['relative_mce'] for r in rob], 1, 3)} | {_ms(flips['translate'])} | "
+                     f"{_ms(flips['noise'])} |")
+    return "\n".join(lines) if len(lines) > 3 else ""
+
+
 def write_results(text: str) -> None:
     path = ROOT / "docs" / "RESULTS.md"
     doc = path.read_text()
@@ -277,6 +295,10 @@ def main() -> None:
           "to the round's evaluation, robustness of earlier rounds included, pauses between resumed sittings "
           "left out):", "",
           rounds_table(per_seed)] if any(r in MAIN for r in args.rows) else []))
+    ablations = ablation_table(args.rows, per_seed)
+    if ablations:
+        text += ("\n\nAblations of round 1 against the main round 1 (same teacher, same seed; robustness only "
+                 f"where the row measures it, relative to the round-0 teacher):\n\n{ablations}")
     print(text)
     if args.write:
         write_results(text)

@@ -63,3 +63,20 @@ def test_run_starts_come_from_run_records_and_old_log_lines_once(bench, tmp_path
                {"time": t0 + 9000, "stage": "run", "device": "cpu"}]  # its run.log was deleted
     assert bench._run_starts(records, log) == pytest.approx([t0, t0 + 5000.2, t0 + 9000])
     assert bench._run_starts(records) == pytest.approx([t0 + 5000.2, t0 + 9000])
+
+
+def _row(acc: float, rel: float | None = None) -> dict:
+    robust = {"relative_mce": rel, "flip_rate": {"translate": 0.04, "noise": 0.02} if rel else None}
+    return {"acc": acc, "row": robust}
+
+
+def test_ablation_table_pairs_each_row_with_round_one_of_its_seed(bench):
+    per_seed = [{"ns-1": _row(0.85, 0.62), "no-noise": _row(0.84, 0.93), "hard-labels": _row(0.86)},
+                {"ns-1": _row(0.83, 0.66), "no-noise": _row(0.83, 0.95), "hard-labels": _row(0.84)}]
+    lines = bench.ablation_table(["no-noise", "hard-labels"], per_seed).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| ns-1", "| no-noise", "| hard-labels"]
+    no_noise = lines[3].split(" | ")
+    assert no_noise[2] == "-0.50 +- 0.71"      # differences -1.0 and 0.0 points, paired by seed
+    assert no_noise[3] == "0.940 +- 0.014"     # relative mCE, measured on this row
+    assert lines[4].split(" | ")[2] == "1.00 +- 0.00" and lines[4].split(" | ")[3] == "-"
+    assert bench.ablation_table(["no-noise"], [{"ns-1": _row(0.85, 0.6)}]) == ""  # no ablation ran
