@@ -207,6 +207,12 @@ def table(rows: list[str], per_seed: list[dict[str, dict]], validation: bool = F
     return "\n".join(lines)
 
 
+def _flips(rows: list[dict]) -> dict[str, list[float | None]]:
+    """Per flip-rate sequence, each result row's rate (None where the row measured no robustness)."""
+    return {kind: [r["flip_rate"][kind] if r.get("flip_rate") else None for r in rows]
+            for kind in ("translate", "noise")}
+
+
 def rounds_table(per_seed: list[dict[str, dict]], target: float = 0.90) -> str:
     """The main run round by round: selection, robustness, elapsed time; then the time to `target`."""
     head = ("| round | model | test accuracy % | pseudo-labels kept | kept that are correct % | per-class after "
@@ -220,8 +226,7 @@ def rounds_table(per_seed: list[dict[str, dict]], target: float = 0.90) -> str:
         rows = [g["row"] for g in got]
         kept = [r["pseudo_labels_kept"] for r in rows if r["pseudo_labels_kept"] is not None]
         per_class = [c for r in rows if r["per_class_after_balance"] for c in r["per_class_after_balance"]]
-        flips = {kind: [r["flip_rate"][kind] if r["flip_rate"] else None for r in rows]
-                 for kind in ("translate", "noise")}
+        flips = _flips(rows)
         lines.append(
             f"| {k} | {rows[0]['model']} | {_ms([g['acc'] for g in got])} | "
             f"{_ms(kept, 1, 0) if kept else '-'} | {_ms([r['pseudo_label_accuracy_selected'] for r in rows])} | "
@@ -247,7 +252,7 @@ def ablation_table(rows: list[str], per_seed: list[dict[str, dict]]) -> str:
         if not got:
             continue
         rob = [g["row"] for g, _ in got if g.get("row") and g["row"].get("relative_mce") is not None]
-        flips = {kind: [r["flip_rate"][kind] for r in rob if r.get("flip_rate")] for kind in ("translate", "noise")}
+        flips = _flips(rob)
         diff = "-" if name == "ns-1" else _ms([g["acc"] - base["acc"] for g, base in got])
         lines.append(f"| {name} | {_ms([g['acc'] for g, _ in got])} | {diff} | "
                      f"{_ms([r['relative_mce'] for r in rob], 1, 3)} | {_ms(flips['translate'])} | "
