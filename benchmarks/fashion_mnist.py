@@ -260,6 +260,23 @@ def ablation_table(rows: list[str], per_seed: list[dict[str, dict]]) -> str:
     return "\n".join(lines) if len(lines) > 3 else ""
 
 
+def oracle_line(per_seed: list[dict[str, dict]]) -> str:
+    """How far the last main round that ran is from the oracle, paired by seed, and the share of the
+    teacher-to-oracle gap it closes. Empty when no seed has both the oracle and a main round."""
+    final = next((n for n in reversed(MAIN) if any(n in s and "oracle" in s for s in per_seed)), None)
+    pairs = [s for s in per_seed if final and final in s and "oracle" in s]
+    if not pairs:
+        return ""
+    gap = [s["oracle"]["acc"] - s[final]["acc"] for s in pairs]
+    text = (f"Oracle minus {final}, paired by seed: {_ms(gap)} points "
+            f"(per seed {', '.join(f'{100 * g:+.2f}' for g in gap)})")
+    closed = [(s[final]["acc"] - s["teacher"]["acc"]) / (s["oracle"]["acc"] - s["teacher"]["acc"])
+              for s in pairs if "teacher" in s and s["oracle"]["acc"] != s["teacher"]["acc"]]
+    if final != "teacher" and closed:
+        text += f"; {final} closes {_ms(closed, 100, 0)}% of the teacher-to-oracle gap"
+    return text + "."
+
+
 def write_results(text: str) -> None:
     path = ROOT / "docs" / "RESULTS.md"
     doc = path.read_text()
@@ -304,6 +321,8 @@ def main() -> None:
     if ablations:
         text += ("\n\nAblations of round 1 against the main round 1 (same teacher, same seed; robustness only "
                  f"where the row measures it, relative to the round-0 teacher):\n\n{ablations}")
+    if oracle_line(per_seed):
+        text += "\n\n" + oracle_line(per_seed)
     print(text)
     if args.write:
         write_results(text)

@@ -80,3 +80,12 @@ def test_ablation_table_pairs_each_row_with_round_one_of_its_seed(bench):
     assert no_noise[3] == "0.940 +- 0.014"     # relative mCE, measured on this row
     assert lines[4].split(" | ")[2] == "1.00 +- 0.00" and lines[4].split(" | ")[3] == "-"
     assert bench.ablation_table(["no-noise"], [{"ns-1": _row(0.85, 0.6)}]) == ""  # no ablation ran
+
+
+def test_oracle_line_pairs_the_last_main_round_with_the_oracle_of_its_seed(bench):
+    per_seed = [{"teacher": _row(0.80), "ns-1": _row(0.84), "ns-2": _row(0.85), "oracle": _row(0.90)},
+                {"teacher": _row(0.82), "ns-1": _row(0.83), "ns-2": _row(0.86), "oracle": _row(0.92)}]
+    line = bench.oracle_line(per_seed)
+    assert line.startswith("Oracle minus ns-2, paired by seed: 5.50 +- 0.71 points (per seed +5.00, +6.00)")
+    assert "ns-2 closes 45 +- 7% of the teacher-to-oracle gap" in line   # 5/10 and 4/10
+    assert bench.oracle_line([{"teacher": _row(0.8), "ns-1": _row(0.84)}]) == ""  # no oracle ran
