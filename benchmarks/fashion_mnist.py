@@ -8,7 +8,9 @@
 
 Rows (each a run directory under --out-dir, so an interrupted benchmark continues where it stopped):
   teacher            labeled-only round-0 model
-  oracle             the final student's architecture trained on all 60,000 labels (same noise)
+  oracle             the final student's architecture trained on all 60,000 labels with the students'
+                     noise and budget (student.epochs passes at their step size): a same-budget
+                     comparison, not a converged upper bound
   ns-1, ns-2, ns-3   Noisy Student rounds 1-3 (configs/fashion_mnist.yaml)
   no-noise, input-noise-only, model-noise-only, hard-labels, no-threshold, no-balance, equal-student
                      ablations of round 1 (they reuse the round-0 teacher of the main run)
