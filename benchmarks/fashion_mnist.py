@@ -272,10 +272,13 @@ def oracle_line(per_seed: list[dict[str, dict]]) -> str:
     gap = [s["oracle"]["acc"] - s[final]["acc"] for s in pairs]
     text = (f"Oracle minus {final}, paired by seed: {_ms(gap)} points "
             f"(per seed {', '.join(f'{100 * g:+.2f}' for g in gap)})")
-    closed = [(s[final]["acc"] - s["teacher"]["acc"]) / (s["oracle"]["acc"] - s["teacher"]["acc"])
-              for s in pairs if "teacher" in s and s["oracle"]["acc"] != s["teacher"]["acc"]]
-    if final != "teacher" and closed:
+    # the share of the gap closed means something only where the oracle beats the teacher on every seed
+    if final != "teacher" and all("teacher" in s and s["oracle"]["acc"] > s["teacher"]["acc"] for s in pairs):
+        closed = [(s[final]["acc"] - s["teacher"]["acc"]) / (s["oracle"]["acc"] - s["teacher"]["acc"]) for s in pairs]
         text += f"; {final} closes {_ms(closed, 100, 0)}% of the teacher-to-oracle gap"
+    elif "teacher" in pairs[0]:
+        text += "; the oracle is below the teacher on " + \
+            f"{sum(s['oracle']['acc'] <= s['teacher']['acc'] for s in pairs)} of {len(pairs)} seeds"
     return text + "."
 
 

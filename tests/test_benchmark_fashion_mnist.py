@@ -89,3 +89,7 @@ def test_oracle_line_pairs_the_last_main_round_with_the_oracle_of_its_seed(bench
     assert line.startswith("Oracle minus ns-2, paired by seed: 5.50 +- 0.71 points (per seed +5.00, +6.00)")
     assert "ns-2 closes 45 +- 7% of the teacher-to-oracle gap" in line   # 5/10 and 4/10
     assert bench.oracle_line([{"teacher": _row(0.8), "ns-1": _row(0.84)}]) == ""  # no oracle ran
+    below = [{"teacher": _row(0.84), "ns-1": _row(0.85), "oracle": _row(0.83)},
+             {"teacher": _row(0.82), "ns-1": _row(0.84), "oracle": _row(0.85)}]
+    line = bench.oracle_line(below)
+    assert "closes" not in line and line.endswith("the oracle is below the teacher on 1 of 2 seeds.")
