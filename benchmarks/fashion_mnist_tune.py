@@ -40,7 +40,10 @@ from noisystudent.report.run_files import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
-BASE = ["data.validation=5000", "pipeline.robustness=false", "pipeline.report=false"]
+# the YAML's noise before this tuning, so the shared teacher's run directory (made then) still matches
+# its config; every variant sets its own noise
+BASE = ["data.validation=5000", "pipeline.robustness=false", "pipeline.report=false",
+        "noise.randaugment=rand-n2-m9"]
 VARIANTS = {
     "base": ["noise.randaugment=rand-n2-m9"],
     "r8-e10": ["noise.randaugment=rand-n2-m9", "model.names=[resnet8]", "student.epochs=10"],
