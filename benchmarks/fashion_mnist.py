@@ -326,8 +326,9 @@ def main() -> None:
     if ablations:
         text += ("\n\nAblations of round 1 against the main round 1 (same teacher, same seed; robustness only "
                  f"where the row measures it, relative to the round-0 teacher):\n\n{ablations}")
-    if oracle_line(per_seed):
-        text += "\n\n" + oracle_line(per_seed)
+    gap = oracle_line(per_seed)
+    if gap:
+        text += "\n\n" + gap
     print(text)
     if args.write:
         write_results(text)
