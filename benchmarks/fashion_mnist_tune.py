@@ -19,6 +19,9 @@ model cost), so the comparison is what a fixed time budget buys:
   no-noise      no RandAugment, dropout or stochastic depth (the paper's ablation)
   m5-lr02       rand-n2-m5 and student.lr=0.2: the student's step holds 256 images against the
                 teacher's 64, so 0.2 is the teacher's 0.05 scaled linearly with the batch
+  m5-lr04       rand-n2-m5 and student.lr=0.4 (benchmarks/fashion_mnist_recipe.py: with true labels
+                at the students' step, lr 0.05 is far too slow)
+  m9-lr04       base (rand-n2-m9) with student.lr=0.4: does the paper's noise pay at a working lr?
 
 Prints one row per variant and seed: validation accuracy, pseudo-labels kept and their accuracy,
 minutes of training; then mean +- std per variant.
@@ -51,6 +54,8 @@ VARIANTS = {
     "m5-t08": ["noise.randaugment=rand-n2-m5", "pseudo.threshold=0.8"],
     "no-noise": ["noise.randaugment=", "noise.dropout=0", "noise.drop_path=0"],
     "m5-lr02": ["noise.randaugment=rand-n2-m5", "student.lr=0.2"],
+    "m5-lr04": ["noise.randaugment=rand-n2-m5", "student.lr=0.4"],
+    "m9-lr04": ["student.lr=0.4"],
 }
 
 
