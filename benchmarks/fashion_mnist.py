@@ -21,7 +21,14 @@ then, per round of the main run, pseudo-labels kept, their accuracy, per-class c
 balancing, robustness (mCE, relative mCE, flip rates) and the wall time since the run started, and
 when the pipeline first reaches 90%. Robustness is measured on the main rounds and on no-noise (the
 other ablations skip it, for time). `--write` puts the tables into docs/RESULTS.md between the
-fashion-mnist markers, with the command, machine and date.
+fashion-mnist markers (--block), with the command, machine and date.
+
+The full protocol takes longer than one sitting, so rows are recorded as they finish under
+benchmarks/records/fashion_mnist/<config key>/ (per seed: each row's result, when, where and by which
+command it was measured, and the round-0 teacher's weights; see records.py). A recorded row is not
+re-run, in a later sitting or on another machine, and the tables combine every recorded row:
+    python benchmarks/fashion_mnist.py --rows no-balance --seeds 1        # adds one row to the records
+    python benchmarks/fashion_mnist.py --recorded-only --write            # tabulates what is recorded
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from pathlib import Path
 import torch
 
 from common import machine_line
+from records import Records, sittings
 from noisystudent import Config, run
 from noisystudent.config import TrainConfig
 from noisystudent.data.sources import load_idx
@@ -68,30 +76,46 @@ ALL_ROWS = MAIN + ["oracle"] + list(ABLATIONS)
 # quick: 5,000 unlabeled images; students get 4 passes (~100 steps), enough not to collapse
 QUICK = ["data.max_unlabeled=5000", "teacher.epochs=40", "student.epochs=4", "teacher.eval_every=0",
          "student.eval_every=0", "pipeline.report=false"]
-MARK_BEGIN, MARK_END = "<!-- fashion-mnist:begin -->", "<!-- fashion-mnist:end -->"
+RECORDS = ROOT / "benchmarks" / "records" / "fashion_mnist"
 
 
 ROBUST_ABLATIONS = {"no-noise"}  # the other ablation rows skip the robustness evaluation (minutes per row)
 
 
-def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, dict]:
+def row_runs(rows: list[str], seed: int, base: Config, out: Path, records: Records | None = None) -> dict[str, dict]:
     """Per requested row for one seed: test accuracy, training seconds, and for the main rounds the
     pipeline's result row plus `elapsed` (working seconds from the run's start to the round's
-    evaluation, robustness of earlier rounds included, pauses between resumed sittings left out)."""
-    res: dict[str, dict] = {}
+    evaluation, robustness of earlier rounds included, pauses between resumed sittings left out).
+
+    With `records`, rows recorded there are taken as they are (not re-run), the rest are measured
+    and recorded, and the kept teacher stands in for a missing round 0 (see records.py)."""
+    recorded = records.load(seed) if records else {}
+    res: dict[str, dict] = {name: recorded[name] for name in rows if name in recorded}
+    todo = [name for name in rows if name not in recorded]
     main_cfg = base.with_overrides([f"out_dir={out}", f"name=seed{seed}-main", f"seed={seed}",
                                     f"data.split_seed={seed}"])
-    if any(r in MAIN for r in rows) or any(ABLATIONS[r][1] for r in rows if r in ABLATIONS):
+    main_dir = out / main_cfg.name
+    if any(r in MAIN for r in todo) or any(ABLATIONS[r][1] for r in todo if r in ABLATIONS):
+        restored = records.restore_teacher(seed, main_dir) if records else False
         t0 = time.perf_counter()
-        want = max([MAIN.index(r) for r in rows if r in MAIN] + [0])
+        want = max([MAIN.index(r) for r in todo if r in MAIN] + [0])
         result = run(main_cfg.with_overrides([f"pipeline.rounds={want}"]), progress=False)
-        records = read_metrics(out / main_cfg.name / "metrics.jsonl")
-        per_round = _round_seconds(records)
-        elapsed = _elapsed_at_evaluation(records, _run_starts(records, out / main_cfg.name / "run.log"))
+        metrics = read_metrics(main_dir / "metrics.jsonl")
+        per_round = _round_seconds(metrics)
+        elapsed = _elapsed_at_evaluation(metrics, _run_starts(metrics, main_dir / "run.log"))
+        fresh = {}
         for k, r in enumerate(result.rows):
-            res[MAIN[k]] = {"acc": r["test_accuracy"], "seconds": per_round.get(k, time.perf_counter() - t0),
-                            "row": r, "elapsed": elapsed.get(k)}
-    for name in rows:
+            fresh[MAIN[k]] = {"acc": r["test_accuracy"], "seconds": per_round.get(k, time.perf_counter() - t0),
+                              "row": r, "elapsed": elapsed.get(k)}
+        if restored and "teacher" in recorded:  # the recorded teacher itself: keep where it was measured
+            fresh["teacher"] = recorded["teacher"]
+        # every main round of this run is recorded: rounds retrained here replace the old ones, so the
+        # recorded rounds stay one chain (each round the student of the one before)
+        res.update({name: fresh[name] for name in fresh if name in rows})
+        if records:
+            records.save(seed, fresh)
+            records.archive_teacher(seed, main_dir)
+    for name in todo:
         if name not in ABLATIONS:
             continue
         overrides, reuse = ABLATIONS[name]
@@ -99,13 +123,20 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path) -> dict[str, d
         cfg = main_cfg.with_overrides([f"name=seed{seed}-{name}", "pipeline.rounds=1", *robust, *overrides])
         if reuse and not (out / cfg.name / "round-0" / "model.json").exists():
             (out / cfg.name).mkdir(parents=True, exist_ok=True)
-            shutil.copytree(out / main_cfg.name / "round-0", out / cfg.name / "round-0", dirs_exist_ok=True)
+            shutil.copytree(main_dir / "round-0", out / cfg.name / "round-0", dirs_exist_ok=True)
         result = run(cfg, progress=False)
         res[name] = {"acc": result.rows[-1]["test_accuracy"], "row": result.rows[-1],
                      "seconds": _round_seconds(read_metrics(out / cfg.name / "metrics.jsonl")).get(1, float("nan"))}
-    if "oracle" in rows:
+        if records:
+            records.save(seed, {name: res[name]})
+    if "oracle" in todo:
         acc, seconds = oracle(main_cfg, out / f"seed{seed}-oracle")
         res["oracle"] = {"acc": acc, "seconds": seconds}
+        if records:
+            records.save(seed, {"oracle": res["oracle"]})
+    if records:  # as recorded: with where each row was measured
+        kept = records.load(seed)
+        res = {name: kept.get(name, value) for name, value in res.items()}
     return res
 
 
@@ -282,14 +313,16 @@ def oracle_line(per_seed: list[dict[str, dict]]) -> str:
     return text + "."
 
 
-def write_results(text: str) -> None:
+def write_results(text: str, block: str = "fashion-mnist") -> None:
+    """Put `text` into docs/RESULTS.md between the `block` markers (appended when they are missing)."""
     path = ROOT / "docs" / "RESULTS.md"
     doc = path.read_text()
-    block = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
-    if MARK_BEGIN in doc:
-        doc = doc[:doc.index(MARK_BEGIN)] + block + doc[doc.index(MARK_END) + len(MARK_END):]
+    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+    body = f"{begin}\n{text}\n{end}"
+    if begin in doc:
+        doc = doc[:doc.index(begin)] + body + doc[doc.index(end) + len(end):]
     else:
-        doc = doc.rstrip() + "\n\n## Fashion-MNIST (issue 4)\n\n" + block + "\n"
+        doc = doc.rstrip() + f"\n\n## Fashion-MNIST ({block})\n\n" + body + "\n"
     path.write_text(doc)
 
 
@@ -300,21 +333,40 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="5,000 unlabeled, short training, seed 0 (a few minutes)")
     ap.add_argument("--data-dir", help="directory of the Fashion-MNIST IDX files")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--out-dir", default=None)
-    ap.add_argument("--write", action="store_true", help="write the table into docs/RESULTS.md")
+    ap.add_argument("--out-dir", default=None, help="where the run directories go (one per seed and row); "
+                    "another setting (--set) needs another --out-dir")
+    ap.add_argument("--records", default=str(RECORDS), help="recorded rows, kept across sittings and machines: "
+                    "a recorded row is not re-run, a measured one is recorded (default %(default)s; not with --quick)")
+    ap.add_argument("--no-records", action="store_true", help="neither read nor write records")
+    ap.add_argument("--recorded-only", action="store_true",
+                    help="run nothing: tabulate the recorded rows (rows and seeds without a record are left out)")
+    ap.add_argument("--write", action="store_true", help="write the tables into docs/RESULTS.md")
+    ap.add_argument("--block", default="fashion-mnist",
+                    help="which marked block of docs/RESULTS.md --write replaces (one per setting)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = (QUICK if args.quick else []) + ([f"data.dir={args.data_dir}"] if args.data_dir else []) + args.overrides
     base = Config.from_yaml(CONFIG).with_overrides(overrides)
     seeds = [0] if args.quick and args.seeds == [0, 1, 2] else args.seeds
     out = Path(args.out_dir or ROOT / "runs" / ("bench-fmnist-quick" if args.quick else "bench-fmnist"))
+    records = None if args.no_records or args.quick else Records(Path(args.records), base)
+    if args.recorded_only and records is None:
+        ap.error("--recorded-only needs the records (drop --no-records / --quick)")
     t0 = time.perf_counter()
-    per_seed = [row_runs(args.rows, s, base, out) for s in seeds]
+    if args.recorded_only:
+        got = {s: {r: v for r, v in records.load(s).items() if r in args.rows} for s in seeds}
+        got = {s: v for s, v in got.items() if v}
+    else:
+        got = {s: row_runs(args.rows, s, base, out, records) for s in seeds}
+    per_seed = list(got.values())
     text = "\n".join([
         f"- Command: `python benchmarks/fashion_mnist.py {' '.join(sys.argv[1:])}`",
         f"- {machine_line()}",
-        f"- Config: configs/fashion_mnist.yaml, overrides {overrides or 'none'}; seeds {seeds}",
-        f"- Whole benchmark: {(time.perf_counter() - t0) / 60:.1f} min (rows already on disk are not re-run)",
+        f"- Config: configs/fashion_mnist.yaml, overrides {overrides or 'none'}; seeds {list(got)}",
+        f"- Whole benchmark: {(time.perf_counter() - t0) / 60:.1f} min (rows already on disk"
+        f"{' or recorded' if records else ''} are not re-run)",
+    ] + ([f"- Records: {records.dir.relative_to(ROOT) if records.dir.is_relative_to(ROOT) else records.dir}; "
+          "rows measured by:"] + [f"  - {line}" for line in sittings(got)] if records else []) + [
         "",
         table(args.rows, per_seed, validation=base.data.validation > 0),
     ] + (["", "Main run, round by round (robustness on a seeded subset of "
@@ -331,7 +383,7 @@ def main() -> None:
         text += "\n\n" + gap
     print(text)
     if args.write:
-        write_results(text)
+        write_results(text, args.block)
 
 
 if __name__ == "__main__":

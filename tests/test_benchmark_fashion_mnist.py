@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,85 @@ def test_oracle_line_pairs_the_last_main_round_with_the_oracle_of_its_seed(bench
              {"teacher": _row(0.82), "ns-1": _row(0.84), "oracle": _row(0.85)}]
     line = bench.oracle_line(below)
     assert "closes" not in line and line.endswith("the oracle is below the teacher on 1 of 2 seeds.")
+
+
+# ---- records: rows kept across sittings (benchmarks/records.py) ------------------------------------------
+TINY = ["teacher.epochs=3", "student.epochs=1", "model.names=[resnet8]", "data.max_unlabeled=150",
+        "data.labeled_per_class=5", "teacher.batch_size=25", "student.batch_size=16", "pipeline.rounds=1",
+        "teacher.eval_every=0", "student.eval_every=0", "pipeline.report=false", "pipeline.robustness=false"]
+
+
+@pytest.fixture
+def tiny_base():
+    from noisystudent import Config
+
+    return Config().with_overrides(TINY)
+
+
+def test_records_key_follows_the_settings_that_change_results(bench, tiny_base):
+    from records import records_key
+
+    key = records_key(tiny_base)
+    assert records_key(tiny_base.with_overrides(["out_dir=/elsewhere", "name=other", "data.dir=/mnt/x"])) == key
+    assert records_key(tiny_base.with_overrides(["student.lr=0.2"])) != key
+
+
+def test_recorded_rows_are_not_rerun_and_ablations_reuse_the_recorded_teacher(bench, tiny_base, tmp_path,
+                                                                              monkeypatch):
+    from records import Records
+
+    records = Records(tmp_path / "records", tiny_base)
+    first = bench.row_runs(["teacher", "ns-1"], 0, tiny_base, tmp_path / "sitting-1", records)
+    assert set(first) == {"teacher", "ns-1"} and all(0 <= r["acc"] <= 1 for r in first.values())
+    assert first["ns-1"]["measured"]["date"] == str(date.today())
+    teacher_bytes = (tmp_path / "sitting-1" / "seed0-main" / "round-0" / "model.safetensors").read_bytes()
+    assert records.has_teacher(0)
+
+    # a later sitting on a machine without the run directories: only the missing row is measured,
+    # from the recorded teacher, which is not retrained
+    calls = []
+    real_run = bench.run
+    monkeypatch.setattr(bench, "run", lambda cfg, **kw: calls.append((cfg.name, cfg.pipeline.rounds))
+                        or real_run(cfg, **kw))
+    second = bench.row_runs(["teacher", "ns-1", "no-noise"], 0, tiny_base, tmp_path / "sitting-2", records)
+    assert calls == [("seed0-main", 0), ("seed0-no-noise", 1)]
+    main2 = tmp_path / "sitting-2" / "seed0-main"
+    assert not (main2 / "round-1").exists()  # ns-1 came from the records
+    assert (main2 / "round-0" / "model.safetensors").read_bytes() == teacher_bytes
+    assert (tmp_path / "sitting-2" / "seed0-no-noise" / "round-0" / "model.safetensors").read_bytes() == teacher_bytes
+    assert second["teacher"] == first["teacher"] and second["ns-1"] == first["ns-1"]
+    assert set(records.load(0)) == {"teacher", "ns-1", "no-noise"}
+
+    # nothing left to measure: no run at all
+    calls.clear()
+    third = bench.row_runs(["teacher", "ns-1", "no-noise"], 0, tiny_base, tmp_path / "sitting-3", records)
+    assert calls == [] and third == second
+
+
+def test_a_restored_teacher_keeps_its_time_in_the_elapsed_column(bench, tiny_base, tmp_path):
+    from records import Records
+
+    records = Records(tmp_path / "records", tiny_base)
+    first = bench.row_runs(["teacher"], 0, tiny_base, tmp_path / "a", records)
+    # round 1 measured elsewhere: its elapsed time includes the teacher's working time from the record
+    second = bench.row_runs(["teacher", "ns-1"], 0, tiny_base, tmp_path / "b", records)
+    assert second["teacher"] == first["teacher"]
+    metrics = [json.loads(line) for line in (tmp_path / "b" / "seed0-main" / "metrics.jsonl").read_text().splitlines()]
+    start_b = [r["time"] for r in metrics if r["stage"] == "run"][-1]
+    evaluated = [r["time"] for r in metrics if r["stage"] == "round-1/evaluate"][-1]
+    teacher_part = first["teacher"]["elapsed"]  # round 0's sitting, from its start to its evaluation
+    assert teacher_part > 0
+    assert second["ns-1"]["elapsed"] == pytest.approx(teacher_part + evaluated - start_b, abs=0.01)
+    kept = (records.dir / "seed0-teacher" / "metrics.jsonl").read_text().splitlines()
+    assert all("round-1" not in line for line in kept)  # the kept metrics end with round 0
+
+
+def test_sittings_group_rows_by_where_they_were_measured(bench):
+    from records import sittings
+
+    a = {"date": "2026-12-01", "machine": "machine: x86_64 CPU", "command": "python fashion_mnist.py --seeds 0"}
+    b = {"date": "2026-12-02", "machine": "machine: x86_64 CPU", "command": "python fashion_mnist.py --rows oracle"}
+    lines = sittings({0: {"teacher": {"measured": a}, "ns-1": {"measured": a}, "oracle": {"measured": b}},
+                      1: {"oracle": {"measured": b}}})
+    assert lines == ["2026-12-01, `python fashion_mnist.py --seeds 0` (x86_64 CPU): seed 0: teacher, ns-1",
+                     "2026-12-02, `python fashion_mnist.py --rows oracle` (x86_64 CPU): seed 0: oracle; seed 1: oracle"]
