@@ -97,24 +97,24 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path, records: Recor
     main_dir = out / main_cfg.name
     if any(r in MAIN for r in todo) or any(ABLATIONS[r][1] for r in todo if r in ABLATIONS):
         restored = records.restore_teacher(seed, main_dir) if records else False
-        t0 = time.perf_counter()
         want = max([MAIN.index(r) for r in todo if r in MAIN] + [0])
-        result = run(main_cfg.with_overrides([f"pipeline.rounds={want}"]), progress=False)
-        metrics = read_metrics(main_dir / "metrics.jsonl")
-        per_round = _round_seconds(metrics)
-        elapsed = _elapsed_at_evaluation(metrics, _run_starts(metrics, main_dir / "run.log"))
-        fresh = {}
-        for k, r in enumerate(result.rows):
-            fresh[MAIN[k]] = {"acc": r["test_accuracy"], "seconds": per_round.get(k, time.perf_counter() - t0),
-                              "row": r, "elapsed": elapsed.get(k)}
-        if restored and "teacher" in recorded:  # the recorded teacher itself: keep where it was measured
-            fresh["teacher"] = recorded["teacher"]
-        # every main round of this run is recorded: rounds retrained here replace the old ones, so the
-        # recorded rounds stay one chain (each round the student of the one before)
-        res.update({name: fresh[name] for name in fresh if name in rows})
-        if records:
-            records.save(seed, fresh)
-            records.archive_teacher(seed, main_dir)
+        for k in range(want + 1):  # round by round, so that each finished round is recorded at once
+            t0 = time.perf_counter()
+            result = run(main_cfg.with_overrides([f"pipeline.rounds={k}"]), progress=False)
+            metrics = read_metrics(main_dir / "metrics.jsonl")
+            r = result.rows[k]
+            fresh = {MAIN[k]: {"acc": r["test_accuracy"], "row": r,
+                               "seconds": _round_seconds(metrics).get(k, time.perf_counter() - t0),
+                               "elapsed": _elapsed_at_evaluation(metrics, _run_starts(metrics, main_dir / "run.log"))
+                               .get(k)}}
+            if k == 0 and restored and "teacher" in recorded:  # the recorded teacher itself: as recorded
+                fresh = {"teacher": recorded["teacher"]}
+            # every main round of this run is recorded: rounds retrained here replace the old ones, so
+            # the recorded rounds stay one chain (each round the student of the one before)
+            res.update({name: value for name, value in fresh.items() if name in rows})
+            if records:
+                records.save(seed, fresh)
+                records.archive_teacher(seed, main_dir)
     for name in todo:
         if name not in ABLATIONS:
             continue
