@@ -220,11 +220,13 @@ def _elapsed_at_evaluation(records: list[dict], starts: list[float] = ()) -> dic
 
 
 def _ms(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    """'mean +- std' of the values times `scale`; '-' when there are none."""
+    """'mean +- std' of the values times `scale`; the value alone when there is one; '-' when none."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    if len(values) == 1:  # one seed: its value, no spread to show
+        return f"{scale * values[0]:.{digits}f}"
+    sd = statistics.stdev(values)
     return f"{scale * statistics.mean(values):.{digits}f} +- {scale * sd:.{digits}f}"
 
 
