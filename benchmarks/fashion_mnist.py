@@ -356,7 +356,7 @@ def main() -> None:
         ap.error("--recorded-only needs the records (drop --no-records / --quick)")
     t0 = time.perf_counter()
     if args.recorded_only:
-        got = {s: {r: v for r, v in records.load(s).items() if r in args.rows} for s in seeds}
+        got = {s: {r: recs[r] for r in args.rows if r in recs} for s, recs in ((s, records.load(s)) for s in seeds)}
         got = {s: v for s, v in got.items() if v}
     else:
         got = {s: row_runs(args.rows, s, base, out, records) for s in seeds}
