@@ -102,11 +102,12 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path, records: Recor
             t0 = time.perf_counter()
             result = run(main_cfg.with_overrides([f"pipeline.rounds={k}"]), progress=False)
             metrics = read_metrics(main_dir / "metrics.jsonl")
+            starts = _run_starts(metrics, main_dir / "run.log")
             r = result.rows[k]
             fresh = {MAIN[k]: {"acc": r["test_accuracy"], "row": r,
                                "seconds": _round_seconds(metrics).get(k, time.perf_counter() - t0),
-                               "elapsed": _elapsed_at_evaluation(metrics, _run_starts(metrics, main_dir / "run.log"))
-                               .get(k)}}
+                               "elapsed": _elapsed_at_evaluation(metrics, starts).get(k),
+                               "elapsed_end": _elapsed_at_evaluation(metrics, starts, end=True).get(k)}}
             if k == 0 and restored and "teacher" in recorded:  # the recorded teacher itself: as recorded
                 fresh = {"teacher": recorded["teacher"]}
             # every main round of this run is recorded: rounds retrained here replace the old ones, so
@@ -194,10 +195,11 @@ def _run_starts(records: list[dict], log: Path | None = None) -> list[float]:
     return sorted(starts)
 
 
-def _elapsed_at_evaluation(records: list[dict], starts: list[float] = ()) -> dict[int, float]:
+def _elapsed_at_evaluation(records: list[dict], starts: list[float] = (), end: bool = False) -> dict[int, float]:
     """Working seconds from the run's start to each round's evaluation, robustness of earlier rounds
-    included: a resumed run counts each sitting from its start to its last metrics record, so time
-    between sittings (and an epoch lost to the interruption) is not counted."""
+    included (with `end`: to the round's last step, its own robustness included): a resumed run counts
+    each sitting from its start to its last metrics record, so time between sittings (and an epoch
+    lost to the interruption) is not counted."""
     if not records:
         return {}
     times = sorted(r["time"] for r in records)
@@ -215,8 +217,12 @@ def _elapsed_at_evaluation(records: list[dict], starts: list[float] = ()) -> dic
         s, before = next((o for o in reversed(offsets) if o[0] <= t), offsets[0])
         return before + t - s
 
-    rounds = ((record_round(r), r["time"]) for r in records)
-    return {p[0]: elapsed(t) for p, t in rounds if p is not None and p[1] == "evaluate"}
+    out: dict[int, float] = {}
+    for rec in records:
+        p = record_round(rec)
+        if p is not None and (p[1] == "evaluate" or (end and p[1] is not None)):
+            out[p[0]] = max(out.get(p[0], 0.0), elapsed(rec["time"])) if end else elapsed(rec["time"])
+    return out
 
 
 def _ms(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -274,6 +280,12 @@ def rounds_table(per_seed: list[dict[str, dict]], target: float = 0.90) -> str:
         firsts.append(f"round {hit[0][0]} at {hit[0][1] / 60:.1f} min" if hit and hit[0][1] is not None
                       else "not reached")
     lines += ["", f"First reaches {100 * target:.0f}% test accuracy, per seed: " + "; ".join(firsts) + "."]
+    last = MAIN[-1]
+    whole = [f"{s[last]['elapsed_end'] / 60:.1f} min" if s[last].get("elapsed_end") is not None
+             else "not recorded (measured before the end of a round was recorded)" for s in per_seed if last in s]
+    if whole:
+        lines += ["", f"The whole pipeline (teacher and rounds 1-{len(MAIN) - 1}, the last round's robustness "
+                  "included), working time per seed: " + "; ".join(whole) + "."]
     return "\n".join(lines)
 
 

@@ -40,6 +40,11 @@ def records_key(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _result_of(row: dict[str, Any]) -> str:
+    """A recorded row's measured result (accuracy and result row), as comparable text."""
+    return json.dumps({k: row.get(k) for k in ("acc", "row")}, sort_keys=True)
+
+
 class Records:
     """The recorded rows of one benchmark config (see the module docstring)."""
 
@@ -66,7 +71,13 @@ class Records:
         stamp = {"date": str(date.today()), "machine": machine_line(),
                  "command": " ".join(["python", Path(sys.argv[0]).name, *sys.argv[1:]])}
         rows = self.load(seed)
-        rows.update({name: {**res, "measured": res.get("measured", stamp)} for name, res in results.items()})
+        for name, res in results.items():
+            old = rows.get(name, {})
+            # a row saved again with the same result (a finished round that a later sitting skipped) is
+            # the same measurement: it keeps where and when it was measured
+            same = bool(old) and _result_of(old) == _result_of(res)
+            rows[name] = {**(old if same else {}), **res,
+                          "measured": res.get("measured") or (old["measured"] if same else stamp)}
         tmp = self._seed_file(seed).with_suffix(".tmp")
         tmp.write_text(json.dumps({"seed": seed, "rows": rows}, indent=1, sort_keys=True) + "\n")
         tmp.replace(self._seed_file(seed))

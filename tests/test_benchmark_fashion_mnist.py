@@ -177,3 +177,52 @@ def test_sittings_group_rows_by_where_they_were_measured(bench):
                       1: {"oracle": {"measured": b}}})
     assert lines == ["2026-12-01, `python fashion_mnist.py --seeds 0` (x86_64 CPU): seed 0: teacher, ns-1",
                      "2026-12-02, `python fashion_mnist.py --rows oracle` (x86_64 CPU): seed 0: oracle; seed 1: oracle"]
+
+
+def test_elapsed_to_the_end_of_a_round_includes_its_robustness(bench):
+    t0 = 1_700_000_000.0
+    records = [
+        {"time": t0, "stage": "run"},
+        {"time": t0 + 5, "stage": "round-0", "epoch": 1, "seconds": 5.0},
+        {"time": t0 + 10, "stage": "round-0/evaluate", "test_accuracy": 0.8},
+        {"time": t0 + 30, "stage": "round-0/robustness", "mce": 0.4},
+        {"time": t0 + 100, "stage": "round-1", "epoch": 1, "seconds": 60.0},
+        {"time": t0 + 110, "stage": "round-1/evaluate", "test_accuracy": 0.85},
+        {"time": t0 + 150, "stage": "round-1/robustness", "mce": 0.3},
+    ]
+    starts = bench._run_starts(records)
+    assert bench._elapsed_at_evaluation(records, starts) == pytest.approx({0: 10.0, 1: 110.0})
+    assert bench._elapsed_at_evaluation(records, starts, end=True) == pytest.approx({0: 30.0, 1: 150.0})
+
+
+def test_rounds_table_gives_the_whole_pipeline_time_where_it_was_recorded(bench):
+    def main_rows(end):
+        row = {"model": "m", "pseudo_labels_kept": None, "per_class_after_balance": None,
+               "pseudo_label_accuracy_selected": None, "mce": None, "relative_mce": None, "flip_rate": None}
+        return {name: {"acc": 0.8, "row": row, "elapsed": 60.0, "elapsed_end": end} for name in bench.MAIN}
+
+    text = bench.rounds_table([main_rows(None), main_rows(3000.0)])
+    assert text.splitlines()[-1] == ("The whole pipeline (teacher and rounds 1-3, the last round's robustness "
+                                     "included), working time per seed: not recorded (measured before the end "
+                                     "of a round was recorded); 50.0 min.")
+
+
+def test_a_row_saved_again_unchanged_keeps_where_it_was_measured(bench, tiny_base, tmp_path, monkeypatch):
+    from records import Records
+
+    records = Records(tmp_path / "records", tiny_base)
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", "--rows", "teacher"])
+    records.save(0, {"teacher": {"acc": 0.8, "row": {"round": 0}, "seconds": 1.0}})
+    first = records.load(0)["teacher"]["measured"]
+    assert first["command"] == "python fashion_mnist.py --rows teacher"
+
+    # a later command skips the finished round and saves it again: same result, same provenance
+    monkeypatch.setattr(sys, "argv", ["fashion_mnist.py", "--rows", "no-balance"])
+    records.save(0, {"teacher": {"acc": 0.8, "row": {"round": 0}, "seconds": 1.0, "elapsed_end": 2.0}})
+    kept = records.load(0)["teacher"]
+    assert kept["measured"] == first and kept["elapsed_end"] == 2.0
+
+    # a retrained round is a new measurement
+    records.save(0, {"teacher": {"acc": 0.7, "row": {"round": 0}, "seconds": 1.0}})
+    assert records.load(0)["teacher"]["measured"]["command"] == "python fashion_mnist.py --rows no-balance"
+    assert "elapsed_end" not in records.load(0)["teacher"]
