@@ -104,10 +104,10 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path, records: Recor
             metrics = read_metrics(main_dir / "metrics.jsonl")
             starts = _run_starts(metrics, main_dir / "run.log")
             r = result.rows[k]
+            evaluated, ended = _round_elapsed(metrics, starts).get(k, (None, None))
             fresh = {MAIN[k]: {"acc": r["test_accuracy"], "row": r,
                                "seconds": _round_seconds(metrics).get(k, time.perf_counter() - t0),
-                               "elapsed": _elapsed_at_evaluation(metrics, starts).get(k),
-                               "elapsed_end": _elapsed_at_evaluation(metrics, starts, end=True).get(k)}}
+                               "elapsed": evaluated, "elapsed_end": ended}}
             if k == 0 and restored and "teacher" in recorded:  # the recorded teacher itself: as recorded
                 fresh = {"teacher": recorded["teacher"]}
             # every main round of this run is recorded: rounds retrained here replace the old ones, so
@@ -195,9 +195,9 @@ def _run_starts(records: list[dict], log: Path | None = None) -> list[float]:
     return sorted(starts)
 
 
-def _elapsed_at_evaluation(records: list[dict], starts: list[float] = (), end: bool = False) -> dict[int, float]:
-    """Working seconds from the run's start to each round's evaluation, robustness of earlier rounds
-    included (with `end`: to the round's last step, its own robustness included): a resumed run counts
+def _round_elapsed(records: list[dict], starts: list[float] = ()) -> dict[int, tuple[float, float]]:
+    """Per round: working seconds from the run's start to the round's evaluation (robustness of earlier
+    rounds included) and to the round's last step (its own robustness included). A resumed run counts
     each sitting from its start to its last metrics record, so time between sittings (and an epoch
     lost to the interruption) is not counted."""
     if not records:
@@ -217,12 +217,16 @@ def _elapsed_at_evaluation(records: list[dict], starts: list[float] = (), end: b
         s, before = next((o for o in reversed(offsets) if o[0] <= t), offsets[0])
         return before + t - s
 
-    out: dict[int, float] = {}
+    evaluated: dict[int, float] = {}
+    ended: dict[int, float] = {}
     for rec in records:
         p = record_round(rec)
-        if p is not None and (p[1] == "evaluate" or (end and p[1] is not None)):
-            out[p[0]] = max(out.get(p[0], 0.0), elapsed(rec["time"])) if end else elapsed(rec["time"])
-    return out
+        if p is None or p[1] is None:  # not a round's record, or a training epoch
+            continue
+        if p[1] == "evaluate":
+            evaluated[p[0]] = elapsed(rec["time"])
+        ended[p[0]] = max(ended.get(p[0], 0.0), elapsed(rec["time"]))
+    return {k: (evaluated[k], ended[k]) for k in evaluated}
 
 
 def _ms(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -317,6 +321,23 @@ def ablation_table(rows: list[str], per_seed: list[dict[str, dict]]) -> str:
     return "\n".join(lines) if len(lines) > 3 else ""
 
 
+def gain_line(per_seed: list[dict[str, dict]]) -> str:
+    """What the rounds add, paired by seed: the last main round minus the teacher, and each round's
+    mean gain over the round before it. Empty when no seed has the teacher and a later round."""
+    final = next((n for n in reversed(MAIN[1:]) if any(n in s and "teacher" in s for s in per_seed)), None)
+    pairs = [s for s in per_seed if final and final in s and "teacher" in s]
+    if not pairs:
+        return ""
+    gain = [s[final]["acc"] - s["teacher"]["acc"] for s in pairs]
+    text = (f"{final} minus the teacher, paired by seed: {_ms(gain)} points "
+            f"(per seed {', '.join(f'{100 * g:+.2f}' for g in gain)})")
+    steps = []
+    for before, name in zip(MAIN, MAIN[1:MAIN.index(final) + 1]):
+        d = [s[name]["acc"] - s[before]["acc"] for s in per_seed if name in s and before in s]
+        steps.append(f"{name} {100 * statistics.mean(d):+.2f} ({len(d)} seeds)" if d else f"{name} -")
+    return text + "; mean gain of each round over the one before: " + ", ".join(steps) + "."
+
+
 def oracle_line(per_seed: list[dict[str, dict]]) -> str:
     """How far the last main round that ran is from the oracle, paired by seed, and the share of the
     teacher-to-oracle gap it closes. Empty when no seed has both the oracle and a main round."""
@@ -402,9 +423,9 @@ def main() -> None:
     if ablations:
         text += ("\n\nAblations of round 1 against the main round 1 (same teacher, same seed; robustness only "
                  f"where the row measures it, relative to the round-0 teacher):\n\n{ablations}")
-    gap = oracle_line(per_seed)
-    if gap:
-        text += "\n\n" + gap
+    for line in (gain_line(per_seed), oracle_line(per_seed)):
+        if line:
+            text += "\n\n" + line
     print(text)
     if args.write:
         write_results(text, args.block)

@@ -49,9 +49,10 @@ def test_elapsed_leaves_out_the_pause_between_sittings(bench, tmp_path):
     ]
     starts = bench._run_starts(records, log)
     assert starts == pytest.approx([t0, t0 + 5000])
-    assert bench._elapsed_at_evaluation(records, starts) == pytest.approx({0: 10.0, 1: 100.0 + 50.0})
+    evaluated = {k: v[0] for k, v in bench._round_elapsed(records, starts).items()}
+    assert evaluated == pytest.approx({0: 10.0, 1: 100.0 + 50.0})
     # without the log, the first record is the start and the pause counts
-    assert bench._elapsed_at_evaluation(records)[1] == pytest.approx(5045.0)
+    assert bench._round_elapsed(records)[1][0] == pytest.approx(5045.0)
 
 
 def test_run_starts_come_from_run_records_and_old_log_lines_once(bench, tmp_path):
@@ -82,6 +83,16 @@ def test_ablation_table_pairs_each_row_with_round_one_of_its_seed(bench):
     assert no_noise[3] == "0.940 +- 0.014"     # relative mCE, measured on this row
     assert lines[4].split(" | ")[2] == "1.00 +- 0.00" and lines[4].split(" | ")[3] == "-"
     assert bench.ablation_table(["no-noise"], [{"ns-1": _row(0.85, 0.6)}]) == ""  # no ablation ran
+
+
+def test_gain_line_pairs_the_last_round_and_each_round_with_the_teacher_of_its_seed(bench):
+    per_seed = [{"teacher": _row(0.80), "ns-1": _row(0.84), "ns-2": _row(0.85)},
+                {"teacher": _row(0.82), "ns-1": _row(0.83), "ns-2": _row(0.87)},
+                {"teacher": _row(0.81)}]  # a seed with the teacher alone is left out
+    line = bench.gain_line(per_seed)
+    assert line == ("ns-2 minus the teacher, paired by seed: 5.00 +- 0.00 points (per seed +5.00, +5.00); "
+                    "mean gain of each round over the one before: ns-1 +2.50 (2 seeds), ns-2 +2.50 (2 seeds).")
+    assert bench.gain_line([{"teacher": _row(0.8)}]) == ""  # no round after the teacher
 
 
 def test_oracle_line_pairs_the_last_main_round_with_the_oracle_of_its_seed(bench):
@@ -191,8 +202,9 @@ def test_elapsed_to_the_end_of_a_round_includes_its_robustness(bench):
         {"time": t0 + 150, "stage": "round-1/robustness", "mce": 0.3},
     ]
     starts = bench._run_starts(records)
-    assert bench._elapsed_at_evaluation(records, starts) == pytest.approx({0: 10.0, 1: 110.0})
-    assert bench._elapsed_at_evaluation(records, starts, end=True) == pytest.approx({0: 30.0, 1: 150.0})
+    got = bench._round_elapsed(records, starts)
+    assert {k: v[0] for k, v in got.items()} == pytest.approx({0: 10.0, 1: 110.0})  # at evaluation
+    assert {k: v[1] for k, v in got.items()} == pytest.approx({0: 30.0, 1: 150.0})  # at the round's end
 
 
 def test_rounds_table_gives_the_whole_pipeline_time_where_it_was_recorded(bench):
