@@ -24,6 +24,12 @@ model cost), so the comparison is what a fixed time budget buys:
   m9-lr04       base (rand-n2-m9) with student.lr=0.4: does the paper's noise pay at a working lr?
   no-noise-lr04 no-noise with student.lr=0.4: the noise ablation at a working lr
   m5-lr04-e3    m5-lr04 with 3 passes instead of 5 (0.6 of the compute: the 60-minute budget)
+  m5-lr04-input m5-lr04 without model noise (dropout 0, drop_path 0): input noise alone
+  m5-lr04-d02   m5-lr04 with milder model noise (dropout 0.2, drop_path 0.1)
+  m5-lr04-hard  m5-lr04 with hard pseudo-labels
+The last three check on the validation split what the test-set ablations of round 1 suggested on
+seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
+labels do not; the config changes only if they hold here, on several seeds.
 
 Prints one row per variant and seed: validation accuracy, pseudo-labels kept and their accuracy,
 minutes of training; then mean +- std per variant.
@@ -61,6 +67,9 @@ VARIANTS = {
     "m9-lr04": ["student.lr=0.4"],
     "no-noise-lr04": ["noise.randaugment=", "noise.dropout=0", "noise.drop_path=0", "student.lr=0.4"],
     "m5-lr04-e3": ["noise.randaugment=rand-n2-m5", "student.lr=0.4", "student.epochs=3"],
+    "m5-lr04-input": ["noise.randaugment=rand-n2-m5", "student.lr=0.4", "noise.dropout=0", "noise.drop_path=0"],
+    "m5-lr04-d02": ["noise.randaugment=rand-n2-m5", "student.lr=0.4", "noise.dropout=0.2", "noise.drop_path=0.1"],
+    "m5-lr04-hard": ["noise.randaugment=rand-n2-m5", "student.lr=0.4", "pseudo.mode=hard"],
 }
 
 
