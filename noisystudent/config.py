@@ -83,7 +83,8 @@ class TrainConfig:
     schedule: str = "cosine"        # cosine | onecycle | constant
     warmup_epochs: float = 1.0      # linear warm-up length in epochs (cosine and constant)
     label_smoothing: float = 0.0    # on the labeled targets
-    ema: float = 0.0                # EMA decay of the weights per step (0 = off); evaluation uses the EMA
+    ema: float = 0.0                # EMA decay of the weights per step (0 = off); evaluation uses the EMA;
+                                    # warmed up as min(ema, (1+t)/(10+t)) at step t
     eval_every: int = 1             # epochs between test evaluations in the log (0 = only at the end)
     sync_bn: bool = False           # several CUDA processes: batch-norm statistics over all ranks' rows
                                     # (SyncBatchNorm; CUDA only); false: each rank normalises its own part

@@ -10,7 +10,7 @@ from noisystudent.evaluate import accuracy
 from noisystudent.models import create_model
 from noisystudent.progress import MetricsLog
 from noisystudent.targets import Targets
-from noisystudent.train import Augmentation, NonFiniteLoss, train
+from noisystudent.train import Augmentation, NonFiniteLoss, _Ema, train
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,15 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_state(dig
         cfg = TrainConfig(epochs=2, batch_size=32, unlabeled_ratio=1.0, lr=1e30, warmup_epochs=0)
         _fit(x, y, cfg, state_path=state, tag="tag-x")
     assert not state.exists()  # no state was written for the failed epoch
+
+
+def test_ema_warms_up_so_a_short_run_forgets_its_initialisation():
+    model = torch.nn.Linear(4, 2)
+    torch.nn.init.zeros_(model.weight)
+    ema = _Ema(model, decay=0.999)
+    torch.nn.init.ones_(model.weight)       # the trained weights, held still
+    for t in range(100):
+        ema.update(model, t)
+    # a fixed 0.999 would give 1 - 0.999^100 = 0.095 after 100 steps: 90% still the initial zeros
+    assert ema.model.weight.min().item() > 0.99
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.999
