@@ -240,6 +240,11 @@ def _ms(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{scale * statistics.mean(values):.{digits}f} +- {scale * sd:.{digits}f}"
 
 
+def _signed(values: list[float]) -> str:
+    """Differences in points, signed, in seed order: '+4.90, -0.31'."""
+    return ", ".join(f"{100 * v:+.2f}" for v in values)
+
+
 def table(rows: list[str], per_seed: list[dict[str, dict]], validation: bool = False) -> str:
     what = "validation accuracy (held out of the unlabeled pool)" if validation else "test accuracy"
     lines = [f"| row | {what} % (mean +- std) | seeds | training time per seed |", "|---|---|---|---|"]
@@ -329,8 +334,7 @@ def gain_line(per_seed: list[dict[str, dict]]) -> str:
     if not pairs:
         return ""
     gain = [s[final]["acc"] - s["teacher"]["acc"] for s in pairs]
-    text = (f"{final} minus the teacher, paired by seed: {_ms(gain)} points "
-            f"(per seed {', '.join(f'{100 * g:+.2f}' for g in gain)})")
+    text = f"{final} minus the teacher, paired by seed: {_ms(gain)} points (per seed {_signed(gain)})"
     steps = []
     for before, name in zip(MAIN, MAIN[1:MAIN.index(final) + 1]):
         d = [s[name]["acc"] - s[before]["acc"] for s in per_seed if name in s and before in s]
@@ -346,8 +350,7 @@ def oracle_line(per_seed: list[dict[str, dict]]) -> str:
     if not pairs:
         return ""
     gap = [s["oracle"]["acc"] - s[final]["acc"] for s in pairs]
-    text = (f"Oracle minus {final}, paired by seed: {_ms(gap)} points "
-            f"(per seed {', '.join(f'{100 * g:+.2f}' for g in gap)})")
+    text = f"Oracle minus {final}, paired by seed: {_ms(gap)} points (per seed {_signed(gap)})"
     # the share of the gap closed means something only where the oracle beats the teacher on every seed
     if final != "teacher" and all("teacher" in s and s["oracle"]["acc"] > s["teacher"]["acc"] for s in pairs):
         closed = [(s[final]["acc"] - s["teacher"]["acc"]) / (s["oracle"]["acc"] - s["teacher"]["acc"]) for s in pairs]

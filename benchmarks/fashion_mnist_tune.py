@@ -56,6 +56,7 @@ CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
 # student's lr before this tuning)
 BASE = ["data.validation=5000", "pipeline.robustness=false", "pipeline.report=false",
         "noise.randaugment=rand-n2-m9", "student.lr=0.05"]
+M5_LR04 = ["noise.randaugment=rand-n2-m5", "student.lr=0.4"]  # the config's student since this tuning
 VARIANTS = {
     "base": [],
     "r8-e10": ["model.names=[resnet8]", "student.epochs=10"],
@@ -63,13 +64,13 @@ VARIANTS = {
     "m5-t08": ["noise.randaugment=rand-n2-m5", "pseudo.threshold=0.8"],
     "no-noise": ["noise.randaugment=", "noise.dropout=0", "noise.drop_path=0"],
     "m5-lr02": ["noise.randaugment=rand-n2-m5", "student.lr=0.2"],
-    "m5-lr04": ["noise.randaugment=rand-n2-m5", "student.lr=0.4"],
+    "m5-lr04": M5_LR04,
     "m9-lr04": ["student.lr=0.4"],
     "no-noise-lr04": ["noise.randaugment=", "noise.dropout=0", "noise.drop_path=0", "student.lr=0.4"],
-    "m5-lr04-e3": ["noise.randaugment=rand-n2-m5", "student.lr=0.4", "student.epochs=3"],
-    "m5-lr04-input": ["noise.randaugment=rand-n2-m5", "student.lr=0.4", "noise.dropout=0", "noise.drop_path=0"],
-    "m5-lr04-d02": ["noise.randaugment=rand-n2-m5", "student.lr=0.4", "noise.dropout=0.2", "noise.drop_path=0.1"],
-    "m5-lr04-hard": ["noise.randaugment=rand-n2-m5", "student.lr=0.4", "pseudo.mode=hard"],
+    "m5-lr04-e3": [*M5_LR04, "student.epochs=3"],
+    "m5-lr04-input": [*M5_LR04, "noise.dropout=0", "noise.drop_path=0"],
+    "m5-lr04-d02": [*M5_LR04, "noise.dropout=0.2", "noise.drop_path=0.1"],
+    "m5-lr04-hard": [*M5_LR04, "pseudo.mode=hard"],
 }
 
 
