@@ -297,15 +297,18 @@ def rounds_table(per_seed: list[dict[str, dict]], target: float = 0.90) -> str:
 
 
 def _whole_pipeline(rows: dict[str, dict]) -> str:
-    """One seed's working time to the end of the last main round, and the part of it spent on the
-    robustness evaluations (each round's time from its evaluation to its end)."""
+    """One seed's working time to the end of the last main round, the part of it spent on the
+    robustness evaluations (each round's time from its evaluation to its end), and the part spent
+    training (the rounds' summed epoch seconds)."""
     ends = [rows[name].get("elapsed_end") for name in MAIN]
     if ends[-1] is None:
         return "not recorded (measured before the end of a round was recorded)"
     if any(e is None for e in ends):  # main rounds recorded in different ways: the total alone
         return f"{ends[-1] / 60:.1f} min"
     robustness = sum(end - rows[name]["elapsed"] for name, end in zip(MAIN, ends))
-    return f"{ends[-1] / 60:.1f} min ({robustness / 60:.1f} min of it robustness evaluation)"
+    training = sum(rows[name]["seconds"] for name in MAIN)
+    return (f"{ends[-1] / 60:.1f} min ({training / 60:.1f} min of it training, "
+            f"{robustness / 60:.1f} min robustness evaluation)")
 
 
 def ablation_table(rows: list[str], per_seed: list[dict[str, dict]]) -> str:

@@ -211,13 +211,15 @@ def test_rounds_table_gives_the_whole_pipeline_time_where_it_was_recorded(bench)
     def main_rows(end):
         row = {"model": "m", "pseudo_labels_kept": None, "per_class_after_balance": None,
                "pseudo_label_accuracy_selected": None, "mce": None, "relative_mce": None, "flip_rate": None}
-        return {name: {"acc": 0.8, "row": row, "elapsed": 600.0 * k + 60.0, "elapsed_end": end and 600.0 * k + 90.0}
+        return {name: {"acc": 0.8, "row": row, "seconds": 300.0 + 60.0 * k, "elapsed": 600.0 * k + 60.0,
+                       "elapsed_end": end and 600.0 * k + 90.0}
                 for k, name in enumerate(bench.MAIN)}
 
     text = bench.rounds_table([main_rows(None), main_rows(True)])
     assert text.splitlines()[-1] == ("The whole pipeline (teacher and rounds 1-3, the last round's robustness "
                                      "included), working time per seed: not recorded (measured before the end "
-                                     "of a round was recorded); 31.5 min (2.0 min of it robustness evaluation).")
+                                     "of a round was recorded); 31.5 min (26.0 min of it training, 2.0 min "
+                                     "robustness evaluation).")
 
 
 def test_a_row_saved_again_unchanged_keeps_where_it_was_measured(bench, tiny_base, tmp_path, monkeypatch):
