@@ -234,7 +234,8 @@ def stage_pseudo_label(ctx: _Context, rdir: Path,
              rdir.name, f"{stats['passed_threshold']:,}", f"{stats['total']:,}", cfg.threshold,
              100 * stats["kept_fraction"], f"{stats['selected']:,}",
              "" if stats["pseudo_label_accuracy"] is None else
-             f"; pseudo-label accuracy {_pct(stats['pseudo_label_accuracy'])}")
+             f"; pseudo-label accuracy {_pct(stats['pseudo_label_accuracy'])} on all, "
+             f"{_pct(stats['pseudo_label_accuracy_selected'])} on the selected")
     ctx.metrics.write(stage=f"{rdir.name}/select", **stats)
     if ctx.dist.is_main:  # the other ranks computed the same selection (it is deterministic)
         save_tensors(idx_path, {"indices": chosen})
