@@ -128,6 +128,8 @@ def row_runs(rows: list[str], seed: int, base: Config, out: Path, records: Recor
         result = run(cfg, progress=False)
         res[name] = {"acc": result.rows[-1]["test_accuracy"], "row": result.rows[-1],
                      "seconds": _round_seconds(read_metrics(out / cfg.name / "metrics.jsonl")).get(1, float("nan"))}
+        if not reuse:  # the row trained its own teacher (noised-teacher): its accuracy too
+            res[name]["teacher_acc"] = result.rows[0]["test_accuracy"]
         if records:
             records.save(seed, {name: res[name]})
     if "oracle" in todo:
@@ -345,6 +347,25 @@ def gain_line(per_seed: list[dict[str, dict]]) -> str:
     return text + "; mean gain of each round over the one before: " + ", ".join(steps) + "."
 
 
+def noised_teacher_line(per_seed: list[dict[str, dict]]) -> str:
+    """The noised-teacher row as the seed article reports it: its own (noised) teacher and that
+    teacher's noised student, against the clean teacher and ns-1 of the same seed. Empty when no seed
+    recorded the row's teacher."""
+    got = [s for s in per_seed if "teacher_acc" in s.get("noised-teacher", {})]
+    if not got:
+        return ""
+    nt = [s["noised-teacher"] for s in got]
+    text = (f"Noised teacher, then noised student ({len(got)} seed{'s' * (len(got) > 1)}): the noised teacher "
+            f"{_ms([r['teacher_acc'] for r in nt])}%, its student {_ms([r['acc'] for r in nt])}% "
+            f"(student minus teacher {_ms([r['acc'] - r['teacher_acc'] for r in nt])} points)")
+    pairs = [(s["noised-teacher"], s) for s in got if "teacher" in s and "ns-1" in s]
+    if pairs:
+        text += (f"; noised minus clean (the teacher and ns-1 of the same seed), per seed: teacher "
+                 f"{_signed([r['teacher_acc'] - s['teacher']['acc'] for r, s in pairs])}, student "
+                 f"{_signed([r['acc'] - s['ns-1']['acc'] for r, s in pairs])} points")
+    return text + "."
+
+
 def oracle_line(per_seed: list[dict[str, dict]]) -> str:
     """How far the last main round that ran is from the oracle, paired by seed, and the share of the
     teacher-to-oracle gap it closes. Empty when no seed has both the oracle and a main round."""
@@ -429,7 +450,7 @@ def main() -> None:
     if ablations:
         text += ("\n\nAblations of round 1 against the main round 1 (same teacher, same seed; robustness only "
                  f"where the row measures it, relative to the round-0 teacher):\n\n{ablations}")
-    for line in (gain_line(per_seed), oracle_line(per_seed)):
+    for line in (gain_line(per_seed), oracle_line(per_seed), noised_teacher_line(per_seed)):
         if line:
             text += "\n\n" + line
     print(text)

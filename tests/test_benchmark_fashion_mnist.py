@@ -241,3 +241,15 @@ def test_a_row_saved_again_unchanged_keeps_where_it_was_measured(bench, tiny_bas
     records.save(0, {"teacher": {"acc": 0.7, "row": {"round": 0}, "seconds": 1.0}})
     assert records.load(0)["teacher"]["measured"]["command"] == "python fashion_mnist.py --rows no-balance"
     assert "elapsed_end" not in records.load(0)["teacher"]
+
+
+def test_noised_teacher_line_reports_its_own_teacher_and_pairs_with_the_clean_run(bench):
+    per_seed = [{"teacher": _row(0.83), "ns-1": _row(0.87),
+                 "noised-teacher": {**_row(0.85), "teacher_acc": 0.80}},
+                {"teacher": _row(0.82), "noised-teacher": {**_row(0.86), "teacher_acc": 0.81}},
+                {"ns-1": _row(0.88), "noised-teacher": _row(0.84)}]  # recorded without its teacher: left out
+    line = bench.noised_teacher_line(per_seed)
+    assert line == ("Noised teacher, then noised student (2 seeds): the noised teacher 80.50 +- 0.71%, "
+                    "its student 85.50 +- 0.71% (student minus teacher 5.00 +- 0.00 points); noised minus clean "
+                    "(the teacher and ns-1 of the same seed), per seed: teacher -3.00, student -2.00 points.")
+    assert bench.noised_teacher_line([{"noised-teacher": _row(0.84)}]) == ""
