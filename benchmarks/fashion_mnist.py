@@ -343,7 +343,8 @@ def gain_line(per_seed: list[dict[str, dict]]) -> str:
     steps = []
     for before, name in zip(MAIN, MAIN[1:MAIN.index(final) + 1]):
         d = [s[name]["acc"] - s[before]["acc"] for s in per_seed if name in s and before in s]
-        steps.append(f"{name} {100 * statistics.mean(d):+.2f} ({len(d)} seed{'s' * (len(d) > 1)})" if d else f"{name} -")
+        seeds = f"{len(d)} seed{'s' * (len(d) > 1)}"
+        steps.append(f"{name} {100 * statistics.mean(d):+.2f} ({seeds})" if d else f"{name} -")
     return text + "; mean gain of each round over the one before: " + ", ".join(steps) + "."
 
 
