@@ -247,6 +247,10 @@ def _signed(values: list[float]) -> str:
     return ", ".join(f"{100 * v:+.2f}" for v in values)
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' * (n != 1)}"
+
+
 def table(rows: list[str], per_seed: list[dict[str, dict]], validation: bool = False) -> str:
     what = "validation accuracy (held out of the unlabeled pool)" if validation else "test accuracy"
     lines = [f"| row | {what} % (mean +- std) | seeds | training time per seed |", "|---|---|---|---|"]
@@ -343,8 +347,7 @@ def gain_line(per_seed: list[dict[str, dict]]) -> str:
     steps = []
     for before, name in zip(MAIN, MAIN[1:MAIN.index(final) + 1]):
         d = [s[name]["acc"] - s[before]["acc"] for s in per_seed if name in s and before in s]
-        seeds = f"{len(d)} seed{'s' * (len(d) > 1)}"
-        steps.append(f"{name} {100 * statistics.mean(d):+.2f} ({seeds})" if d else f"{name} -")
+        steps.append(f"{name} {100 * statistics.mean(d):+.2f} ({_seeds(len(d))})" if d else f"{name} -")
     return text + "; mean gain of each round over the one before: " + ", ".join(steps) + "."
 
 
@@ -356,7 +359,7 @@ def noised_teacher_line(per_seed: list[dict[str, dict]]) -> str:
     if not got:
         return ""
     nt = [s["noised-teacher"] for s in got]
-    text = (f"Noised teacher, then noised student ({len(got)} seed{'s' * (len(got) > 1)}): the noised teacher "
+    text = (f"Noised teacher, then noised student ({_seeds(len(got))}): the noised teacher "
             f"{_ms([r['teacher_acc'] for r in nt])}%, its student {_ms([r['acc'] for r in nt])}% "
             f"(student minus teacher {_ms([r['acc'] - r['teacher_acc'] for r in nt])} points)")
     pairs = [(s["noised-teacher"], s) for s in got if "teacher" in s and "ns-1" in s]
