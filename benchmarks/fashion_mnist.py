@@ -317,19 +317,23 @@ def _whole_pipeline(rows: dict[str, dict]) -> str:
             f"{robustness / 60:.1f} min robustness evaluation)")
 
 
-def ablation_table(rows: list[str], per_seed: list[dict[str, dict]]) -> str:
-    """Round-1 ablations against the main round 1 (ns-1), paired by seed: the accuracy difference and,
-    where the row measured it, robustness. Empty when no ablation row ran with ns-1."""
-    lines = ["| row | test accuracy % | minus ns-1, paired by seed (points) | relative mCE | "
-             "flip rate translate % | flip rate noise % |", "|---|---|---|---|---|---|"]
+def ablation_table(rows: list[str], per_seed: list[dict[str, dict]], seeds: list[int] | None = None) -> str:
+    """Round-1 ablations against the main round 1 (ns-1), paired by seed: the accuracy difference (mean
+    and each seed's, `seeds` naming per_seed's entries, 0, 1, ... when not given) and, where the row
+    measured it, robustness. Empty when no ablation row ran with ns-1."""
+    seeds = list(range(len(per_seed))) if seeds is None else seeds
+    lines = ["| row | test accuracy % | minus ns-1, paired by seed (points) | per seed (points) | relative mCE | "
+             "flip rate translate % | flip rate noise % |", "|---|---|---|---|---|---|---|"]
     for name in ["ns-1"] + [r for r in rows if r in ABLATIONS]:
-        got = [(s[name], s["ns-1"]) for s in per_seed if name in s and "ns-1" in s]
+        got = [(seed, s[name], s["ns-1"]) for seed, s in zip(seeds, per_seed) if name in s and "ns-1" in s]
         if not got:
             continue
-        rob = [g["row"] for g, _ in got if g.get("row") and g["row"].get("relative_mce") is not None]
+        rob = [g["row"] for _, g, _ in got if g.get("row") and g["row"].get("relative_mce") is not None]
         flips = _flips(rob)
-        diff = "-" if name == "ns-1" else _ms([g["acc"] - base["acc"] for g, base in got])
-        lines.append(f"| {name} | {_ms([g['acc'] for g, _ in got])} | {diff} | "
+        diffs = [(seed, g["acc"] - base["acc"]) for seed, g, base in got]
+        diff, each = ("-", "-") if name == "ns-1" else (
+            _ms([d for _, d in diffs]), ", ".join(f"seed {seed} {100 * d:+.2f}" for seed, d in diffs))
+        lines.append(f"| {name} | {_ms([g['acc'] for _, g, _ in got])} | {diff} | {each} | "
                      f"{_ms([r['relative_mce'] for r in rob], 1, 3)} | {_ms(flips['translate'])} | "
                      f"{_ms(flips['noise'])} |")
     return "\n".join(lines) if len(lines) > 3 else ""
@@ -450,7 +454,7 @@ def main() -> None:
           "to the round's evaluation, robustness of earlier rounds included, pauses between resumed sittings "
           "left out):", "",
           rounds_table(per_seed)] if any(r in MAIN for r in args.rows) else []))
-    ablations = ablation_table(args.rows, per_seed)
+    ablations = ablation_table(args.rows, per_seed, list(got))
     if ablations:
         text += ("\n\nAblations of round 1 against the main round 1 (same teacher, same seed; robustness only "
                  f"where the row measures it, relative to the round-0 teacher):\n\n{ablations}")

@@ -76,12 +76,16 @@ def _row(acc: float, rel: float | None = None) -> dict:
 def test_ablation_table_pairs_each_row_with_round_one_of_its_seed(bench):
     per_seed = [{"ns-1": _row(0.85, 0.62), "no-noise": _row(0.84, 0.93), "hard-labels": _row(0.86)},
                 {"ns-1": _row(0.83, 0.66), "no-noise": _row(0.83, 0.95), "hard-labels": _row(0.84)}]
-    lines = bench.ablation_table(["no-noise", "hard-labels"], per_seed).splitlines()
+    lines = bench.ablation_table(["no-noise", "hard-labels"], per_seed, seeds=[1, 2]).splitlines()
     assert [line.split(" | ")[0] for line in lines[2:]] == ["| ns-1", "| no-noise", "| hard-labels"]
+    assert lines[2].split(" | ")[2:4] == ["-", "-"]  # ns-1 against itself: no difference
     no_noise = lines[3].split(" | ")
     assert no_noise[2] == "-0.50 +- 0.71"      # differences -1.0 and 0.0 points, paired by seed
-    assert no_noise[3] == "0.940 +- 0.014"     # relative mCE, measured on this row
-    assert lines[4].split(" | ")[2] == "1.00 +- 0.00" and lines[4].split(" | ")[3] == "-"
+    assert no_noise[3] == "seed 1 -1.00, seed 2 +0.00"
+    assert no_noise[4] == "0.940 +- 0.014"     # relative mCE, measured on this row
+    assert lines[4].split(" | ")[2] == "1.00 +- 0.00" and lines[4].split(" | ")[4] == "-"
+    one_seed = bench.ablation_table(["hard-labels"], [{}, per_seed[1]]).splitlines()  # seed 0 lacks both
+    assert one_seed[3].split(" | ")[2:4] == ["1.00", "seed 1 +1.00"]
     assert bench.ablation_table(["no-noise"], [{"ns-1": _row(0.85, 0.6)}]) == ""  # no ablation ran
 
 
