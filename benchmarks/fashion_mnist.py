@@ -263,6 +263,15 @@ def table(rows: list[str], per_seed: list[dict[str, dict]], validation: bool = F
     return "\n".join(lines)
 
 
+def _selection(rows: list[dict]) -> tuple[str, str, str]:
+    """Table cells for the pseudo-labels of result rows: how many were kept (mean +- std), the share
+    of them that is correct, and the range of the per-class counts after balancing."""
+    kept = [r["pseudo_labels_kept"] for r in rows if r.get("pseudo_labels_kept") is not None]
+    per_class = [c for r in rows if r.get("per_class_after_balance") for c in r["per_class_after_balance"]]
+    return (_ms(kept, 1, 0) if kept else "-", _ms([r.get("pseudo_label_accuracy_selected") for r in rows]),
+            f"{min(per_class):,}-{max(per_class):,}" if per_class else "-")
+
+
 def _flips(rows: list[dict]) -> dict[str, list[float | None]]:
     """Per flip-rate sequence, each result row's rate (None where the row measured no robustness)."""
     return {kind: [r["flip_rate"][kind] if r.get("flip_rate") else None for r in rows]
@@ -280,13 +289,10 @@ def rounds_table(per_seed: list[dict[str, dict]], target: float = 0.90) -> str:
         if not got:
             continue
         rows = [g["row"] for g in got]
-        kept = [r["pseudo_labels_kept"] for r in rows if r["pseudo_labels_kept"] is not None]
-        per_class = [c for r in rows if r["per_class_after_balance"] for c in r["per_class_after_balance"]]
         flips = _flips(rows)
         lines.append(
             f"| {k} | {rows[0]['model']} | {_ms([g['acc'] for g in got])} | "
-            f"{_ms(kept, 1, 0) if kept else '-'} | {_ms([r['pseudo_label_accuracy_selected'] for r in rows])} | "
-            f"{f'{min(per_class):,}-{max(per_class):,}' if per_class else '-'} | {_ms([r['mce'] for r in rows])} | "
+            f"{' | '.join(_selection(rows))} | {_ms([r['mce'] for r in rows])} | "
             f"{_ms([r['relative_mce'] for r in rows], 1, 3)} | {_ms(flips['translate'])} | {_ms(flips['noise'])} | "
             f"{_ms([g['elapsed'] for g in got], 1 / 60, 1)} |")
     firsts = []
@@ -322,8 +328,9 @@ def ablation_table(rows: list[str], per_seed: list[dict[str, dict]], seeds: list
     and each seed's, `seeds` naming per_seed's entries, 0, 1, ... when not given) and, where the row
     measured it, robustness. Empty when no ablation row ran with ns-1."""
     seeds = list(range(len(per_seed))) if seeds is None else seeds
-    lines = ["| row | test accuracy % | minus ns-1, paired by seed (points) | per seed (points) | relative mCE | "
-             "flip rate translate % | flip rate noise % |", "|---|---|---|---|---|---|---|"]
+    lines = ["| row | test accuracy % | minus ns-1, paired by seed (points) | per seed (points) | pseudo-labels "
+             "kept | kept that are correct % | per-class after balancing (min-max) | relative mCE | "
+             "flip rate translate % | flip rate noise % |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name in ["ns-1"] + [r for r in rows if r in ABLATIONS]:
         got = [(seed, s[name], s["ns-1"]) for seed, s in zip(seeds, per_seed) if name in s and "ns-1" in s]
         if not got:
@@ -334,6 +341,7 @@ def ablation_table(rows: list[str], per_seed: list[dict[str, dict]], seeds: list
         diff, each = ("-", "-") if name == "ns-1" else (
             _ms([d for _, d in diffs]), ", ".join(f"seed {seed} {100 * d:+.2f}" for seed, d in diffs))
         lines.append(f"| {name} | {_ms([g['acc'] for _, g, _ in got])} | {diff} | {each} | "
+                     f"{' | '.join(_selection([g.get('row') or {} for _, g, _ in got]))} | "
                      f"{_ms([r['relative_mce'] for r in rob], 1, 3)} | {_ms(flips['translate'])} | "
                      f"{_ms(flips['noise'])} |")
     return "\n".join(lines) if len(lines) > 3 else ""

@@ -82,8 +82,16 @@ def test_ablation_table_pairs_each_row_with_round_one_of_its_seed(bench):
     no_noise = lines[3].split(" | ")
     assert no_noise[2] == "-0.50 +- 0.71"      # differences -1.0 and 0.0 points, paired by seed
     assert no_noise[3] == "seed 1 -1.00, seed 2 +0.00"
-    assert no_noise[4] == "0.940 +- 0.014"     # relative mCE, measured on this row
-    assert lines[4].split(" | ")[2] == "1.00 +- 0.00" and lines[4].split(" | ")[4] == "-"
+    assert no_noise[4:7] == ["-", "-", "-"]    # these rows recorded no pseudo-labels
+    assert no_noise[7] == "0.940 +- 0.014"     # relative mCE, measured on this row
+    assert lines[4].split(" | ")[2] == "1.00 +- 0.00" and lines[4].split(" | ")[7] == "-"
+    selected = {"ns-1": _row(0.85), "no-balance": _row(0.86)}  # balancing changes the classes, not the total
+    selected["ns-1"]["row"].update(pseudo_labels_kept=100, pseudo_label_accuracy_selected=0.9,
+                                   per_class_after_balance=[50, 50])
+    selected["no-balance"]["row"].update(pseudo_labels_kept=99, pseudo_label_accuracy_selected=0.8,
+                                         per_class_after_balance=[30, 69])
+    cells = [line.split(" | ")[4:7] for line in bench.ablation_table(["no-balance"], [selected]).splitlines()[2:]]
+    assert cells == [["100", "90.00", "50-50"], ["99", "80.00", "30-69"]]
     one_seed = bench.ablation_table(["hard-labels"], [{}, per_seed[1]]).splitlines()  # seed 0 lacks both
     assert one_seed[3].split(" | ")[2:4] == ["1.00", "seed 1 +1.00"]
     assert bench.ablation_table(["no-noise"], [{"ns-1": _row(0.85, 0.6)}]) == ""  # no ablation ran
