@@ -116,8 +116,8 @@ def main() -> None:
     for name, rs in rows.items():
         acc = [100 * r["test_accuracy"] for r in rs]
         gain = [100 * (r["test_accuracy"] - r["teacher"]) for r in rs]
-        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        print(f"| {name} | {statistics.mean(acc):.2f} +- {sd:.2f} | {statistics.mean(gain):+.2f} | "
+        spread = f" +- {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""  # one seed: no spread to show
+        print(f"| {name} | {statistics.mean(acc):.2f}{spread} | {statistics.mean(gain):+.2f} | "
               f"{statistics.mean(r['minutes'] for r in rs):.1f} | {len(rs)} |")
 
 
