@@ -19,7 +19,7 @@ import torch
 
 from noisystudent.checkpoint import save_tensors
 from noisystudent.config import TrainConfig
-from noisystudent.distributed import Dist, init_distributed
+from noisystudent.distributed import Dist, exit_worker, init_distributed
 from noisystudent.targets import Targets
 from noisystudent.train import Augmentation, train
 import noisystudent.train as train_module
@@ -104,6 +104,7 @@ def main() -> None:
         if dist.is_main:
             save_tensors(out / f"{name}.safetensors", model.state_dict())
     dist.close()
+    exit_worker(0)
 
 
 if __name__ == "__main__":
