@@ -233,7 +233,7 @@ def _prepare(args: argparse.Namespace, progress: bool) -> int:
 
 def _run(cfg: "Config", args: argparse.Namespace, quiet: bool) -> int:
     """The pipeline in this process: alone, or as one rank of a torchrun process group."""
-    from noisystudent.distributed import init_distributed
+    from noisystudent.distributed import exit_worker, init_distributed
     from noisystudent.pipeline import resolve_device, run
 
     dist = init_distributed(resolve_device(cfg.device), os.environ)
@@ -244,9 +244,11 @@ def _run(cfg: "Config", args: argparse.Namespace, quiet: bool) -> int:
         if dist.is_main:
             print(result.table())
             print(f"\nresults: {result.run_dir}/ (report.html, summary.md, metrics.jsonl, round-*/model.safetensors)")
-        return 0
     finally:
         dist.close()
+    if dist.distributed:  # a process of a group: leave without interpreter shutdown (see exit_worker)
+        exit_worker(0)
+    return 0
 
 
 def _launch(nproc: int, cfg: "Config", argv: list[str]) -> int:

@@ -216,8 +216,9 @@ def exit_worker(code: int) -> None:
     With the gloo backend and PyTorch 2.13, a process that has finished its work, left the group
     (`Dist.close`) and written its files can still abort while the interpreter shuts down ("terminate
     called without an active exception", SIGABRT; 3 of 88 two-process runs of tests/ddp_train_driver.py
-    on 2026-12-04), and torchrun then reports the whole run as failed. Flushing logs and streams and leaving with `os._exit` avoids that shutdown;
-    call it last, after everything that must reach disk is closed.
+    on 2026-12-04), and torchrun then reports the whole run as failed. Flushing logs and streams and
+    leaving with `os._exit` avoids that shutdown; call it last, after everything that must reach disk
+    is closed.
     """
     import logging
     import os
