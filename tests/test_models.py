@@ -221,9 +221,19 @@ def test_drop_path_rates():
 
 def test_list_models():
     names = list_models()
-    expected = {"resnet8", "resnet14", "resnet20", "resnet26", "resnet32", "wrn16_2", "wrn16_4", "wrn28_2"}
+    expected = {"resnet8", "resnet14", "resnet20", "resnet26", "resnet32", "wrn16_2", "wrn16_4", "wrn28_2",
+                "resnet20_w16", "resnet32_w16", "resnet44_w16", "resnet56_w16"}
     assert expected <= set(names)
     assert names.index("resnet8") < names.index("resnet14") < names.index("resnet32")
+
+
+@pytest.mark.parametrize("depth, millions", [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85)])
+def test_narrow_resnets_match_he_et_al(depth, millions):
+    # He et al. 2016, Table 6 (CIFAR-10): ResNet-20/32/44/56 with widths 16/32/64 have 0.27/0.46/0.66/0.85M
+    # parameters; their shortcuts are parameter-free, ours 1x1 conv + BN (2,688 more), hence 2%
+    narrow = create_model(f"resnet{depth}_w16", 10, 3)
+    assert count_params(narrow) == pytest.approx(millions * 1e6, rel=0.02)
+    assert [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)][-1] == 64
 
 
 def test_unknown_model_raises_user_error():

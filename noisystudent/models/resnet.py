@@ -2,7 +2,9 @@
 
 Stem: 3x3 conv (stride 1) - BN - ReLU. Stages of n blocks with `widths` channels; stages 2
 and 3 start with stride 2. Downsampling shortcuts are 1x1 conv + BN. Registered with base
-width 32 (stages 32/64/128): resnet8, resnet14, resnet20, resnet26, resnet32.
+width 32 (stages 32/64/128): resnet8, resnet14, resnet20, resnet26, resnet32; and with He et al.'s
+CIFAR widths 16/32/64, a quarter of the cost per block: resnet20_w16, resnet32_w16, resnet44_w16,
+resnet56_w16 (deeper and narrower: more passes in the same time, see docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .layers import DropPath, ResidualClassifier, conv1x1, conv3x3, make_blocks
 from .registry import register_model
 
 WIDTHS = (32, 64, 128)
+NARROW_WIDTHS = (16, 32, 64)
 
 
 class BasicBlock(nn.Module):
@@ -85,3 +88,23 @@ def resnet26(num_classes: int, in_chans: int = 3, drop_rate: float = 0.0, drop_p
 @register_model
 def resnet32(num_classes: int, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
     return build_resnet(32, WIDTHS, num_classes, in_chans, drop_rate, drop_path_rate)
+
+
+@register_model
+def resnet20_w16(num_classes: int, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
+    return build_resnet(20, NARROW_WIDTHS, num_classes, in_chans, drop_rate, drop_path_rate)
+
+
+@register_model
+def resnet32_w16(num_classes: int, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
+    return build_resnet(32, NARROW_WIDTHS, num_classes, in_chans, drop_rate, drop_path_rate)
+
+
+@register_model
+def resnet44_w16(num_classes: int, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
+    return build_resnet(44, NARROW_WIDTHS, num_classes, in_chans, drop_rate, drop_path_rate)
+
+
+@register_model
+def resnet56_w16(num_classes: int, in_chans: int = 3, drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> nn.Module:
+    return build_resnet(56, NARROW_WIDTHS, num_classes, in_chans, drop_rate, drop_path_rate)
