@@ -28,7 +28,7 @@ model cost), so the comparison is what a fixed time budget buys:
   m5-lr04-d02   m5-lr04 with milder model noise (dropout 0.2, drop_path 0.1)
   m5-lr04-hard  m5-lr04 with hard pseudo-labels
   m5-lr04-r32w16-e7  m5-lr04 with a narrower, deeper student (resnet32_w16: 467k parameters against
-                resnet14's 696k, 1.3x its images/s) for 7 passes: about the same training time
+                resnet14's 696k, faster per image) for 7 passes: about resnet14's 5-pass training time
 The three before it check on the validation split what the test-set ablations of round 1 suggested on
 seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
