@@ -2,7 +2,7 @@
 
     python benchmarks/fashion_mnist_recipe.py                          # every variant, resnet8, 1 pass
     python benchmarks/fashion_mnist_recipe.py --variants clean m5-lr02 --model resnet14 --epochs 3
-    python benchmarks/fashion_mnist_recipe.py --variants full-lr04 --model resnet20 --widths 16 32 64 --epochs 11
+    python benchmarks/fashion_mnist_recipe.py --variants full-lr04 --model resnet20_w16 --epochs 11
 
 Why: the oracle row of benchmarks/fashion_mnist.py (resnet20 on all 60,000 labels with the students'
 noise, step and 5 passes) ended below the 1,000-label teacher, so the student's recipe itself, not
@@ -19,9 +19,6 @@ Variants change the learning rate and the noise:
   full-lr02     the same at lr 0.2
   full-m9-lr02  rand-n2-m9 (the paper's), dropout 0.5, stochastic depth 0.2, lr 0.2
   clean-lr04, full-lr04, full-m9-lr04   the same at lr 0.4
-
-`--widths` builds a CIFAR-style resnet of the named depth with other stage widths than the registered
-32/64/128 (16/32/64 is He et al.'s CIFAR ResNet), to compare width against passes at equal time.
 
 Prints, per variant: validation accuracy, the last pass's training loss, minutes of training.
 """
@@ -42,7 +39,6 @@ from noisystudent.config import TrainConfig
 from noisystudent.data.sources import load_idx
 from noisystudent.evaluate import accuracy
 from noisystudent.models import create_model
-from noisystudent.models.resnet import build_resnet
 from noisystudent.targets import Targets
 from noisystudent.tensors import channel_stats
 from noisystudent.train import Augmentation, train
@@ -67,15 +63,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--model", default="resnet8")
-    ap.add_argument("--widths", type=int, nargs=3, metavar="W",
-                    help="stage widths for a resnet<depth> --model (default: the registered 32 64 128)")
     ap.add_argument("--epochs", type=int, default=1, help="passes over the 55,000 training images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     args = ap.parse_args()
-    depth = args.model.removeprefix("resnet")
-    if args.widths and not depth.isdigit():
-        ap.error("--widths needs --model resnet<depth>, e.g. resnet20")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(machine_line())
     print(f"command: python benchmarks/fashion_mnist_recipe.py {' '.join(sys.argv[1:])}", flush=True)
@@ -87,10 +78,7 @@ def main() -> None:
     for name in args.variants:
         spec, dropout, drop_path, lr = VARIANTS[name]
         torch.manual_seed(args.seed)
-        if args.widths:
-            model = build_resnet(int(depth), args.widths, len(data.classes), 1, dropout, drop_path)
-        else:
-            model = create_model(args.model, len(data.classes), 1, dropout, drop_path)
+        model = create_model(args.model, len(data.classes), 1, dropout, drop_path)
         cfg = TrainConfig(epochs=args.epochs, batch_size=256, lr=lr, warmup_epochs=0.2, eval_every=0)
         aug = Augmentation(2, True, RandAugment.from_spec(spec) if spec else None)
         t0 = time.perf_counter()
@@ -101,8 +89,7 @@ def main() -> None:
         acc = accuracy(model, val.images, val.labels, mean=mean, std=std)
         rows.append((name, acc, result.loss, minutes))
         print(f"{name}: validation {100 * acc:.2f}%, last-pass loss {result.loss:.3f}, {minutes:.1f} min", flush=True)
-    widths = f" (widths {'/'.join(map(str, args.widths))})" if args.widths else ""
-    print(f"\n{args.model}{widths}, {args.epochs} pass(es) over {len(tr):,} labeled images at 256 per step, seed {args.seed}")
+    print(f"\n{args.model}, {args.epochs} pass(es) over {len(tr):,} labeled images at 256 per step, seed {args.seed}")
     print("| variant | RandAugment | dropout | drop_path | lr | validation accuracy % | last-pass loss | min |")
     print("|---|---|---|---|---|---|---|---|")
     for name, acc, loss, minutes in rows:
