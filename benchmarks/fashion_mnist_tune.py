@@ -29,12 +29,17 @@ model cost), so the comparison is what a fixed time budget buys:
   m5-lr04-hard  m5-lr04 with hard pseudo-labels
   m5-lr04-r32w16-e7  m5-lr04 with a narrower, deeper student (resnet32_w16: 467k parameters against
                 resnet14's 696k, faster per image) for 7 passes: about resnet14's 5-pass training time
-The three before it check on the validation split what the test-set ablations of round 1 suggested on
+  m5-lr04-w16   m5-lr04 with narrow students at the config's 5 passes: resnet32_w16 in rounds 1 and 2,
+                resnet44_w16 (661k) in round 3, for the 60-minute budget (with --rounds 3)
+The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of round 1 suggested on
 seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
 
+With `--rounds K` every variant runs K rounds from the shared teacher (a finished 1-round run
+directory is continued, not retrained) and the rows are those of round K.
+
 Prints one row per variant and seed: validation accuracy, pseudo-labels kept and their accuracy,
-minutes of training; then mean +- std per variant.
+minutes of training (rounds 1..K); then mean +- std per variant.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ VARIANTS = {
     "m5-lr04-d02": [*M5_LR04, "noise.dropout=0.2", "noise.drop_path=0.1"],
     "m5-lr04-hard": [*M5_LR04, "pseudo.mode=hard"],
     "m5-lr04-r32w16-e7": [*M5_LR04, "model.names=[resnet8,resnet32_w16]", "student.epochs=7"],
+    "m5-lr04-w16": [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet44_w16]"],
 }
 
 
@@ -86,6 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--rounds", type=int, default=1, help="noisy-student rounds per variant (default 1)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "fmnist-tune")
     args = ap.parse_args()
@@ -102,19 +109,26 @@ def main() -> None:
         print(f"seed {seed} teacher {teacher.model_for_round(0)}: validation {100 * t_row['test_accuracy']:.2f}% "
               f"({train_minutes(args.out_dir / teacher.name, 'round-0'):.1f} min)", flush=True)
         for name in args.variants:
-            cfg = seeded.with_overrides([f"name=seed{seed}-{name}", "pipeline.rounds=1", *VARIANTS[name]])
+            cfg = seeded.with_overrides([f"name=seed{seed}-{name}", f"pipeline.rounds={args.rounds}", *VARIANTS[name]])
             if not (args.out_dir / cfg.name / "round-0" / "model.json").exists():
                 shutil.copytree(args.out_dir / teacher.name / "round-0", args.out_dir / cfg.name / "round-0",
                                 dirs_exist_ok=True)
-            r = run(cfg, progress=False).rows[1]
-            r["minutes"] = train_minutes(args.out_dir / cfg.name, "round-1")
+            result = run(cfg, progress=False).rows
+            r = result[args.rounds]
+            per_round = [train_minutes(args.out_dir / cfg.name, f"round-{k}") for k in range(1, args.rounds + 1)]
+            r["minutes"] = sum(per_round)
             r["teacher"] = t_row["test_accuracy"]
             rows[name].append(r)
+            if args.rounds > 1:
+                print(f"seed {seed} {name}: " + "; ".join(
+                    f"round {k} {cfg.model_for_round(k)} {100 * result[k]['test_accuracy']:.2f}% "
+                    f"({per_round[k - 1]:.1f} min)" for k in range(1, args.rounds + 1)), flush=True)
             print(f"seed {seed} {name:9s}: validation {100 * r['test_accuracy']:.2f}% (teacher "
                   f"{100 * r['teacher']:.2f}%), kept {r['pseudo_labels_kept']:,} at "
                   f"{100 * r['pseudo_label_accuracy_selected']:.1f}% correct, {r['minutes']:.1f} min", flush=True)
     print(f"\nwhole run {(time.perf_counter() - t0) / 60:.1f} min; config {CONFIG.name} with {BASE + args.overrides}")
-    print("| variant | round-1 validation accuracy % | gain over teacher (points) | training min | seeds |")
+    print(f"| variant | round-{args.rounds} validation accuracy % | gain over teacher (points) | "
+          f"training min (rounds 1-{args.rounds}) | seeds |")
     print("|---|---|---|---|---|")
     for name, rs in rows.items():
         acc = [100 * r["test_accuracy"] for r in rs]
