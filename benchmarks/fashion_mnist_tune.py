@@ -31,12 +31,13 @@ model cost), so the comparison is what a fixed time budget buys:
                 resnet14's 696k, faster per image) for 7 passes: about resnet14's 5-pass training time
   m5-lr04-w16   m5-lr04 with narrow students at the config's 5 passes: resnet32_w16 in rounds 1 and 2,
                 resnet44_w16 (661k) in round 3, for the 60-minute budget (with --rounds 3)
-The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of round 1 suggested on
-seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
+The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
+round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
 
 With `--rounds K` every variant runs K rounds from the shared teacher (a finished 1-round run
-directory is continued, not retrained) and the rows are those of round K.
+directory is continued, not retrained), the rows are those of round K, and each run also prints its
+working time for rounds 1..K (pseudo-labeling and evaluation included, pauses between sittings not).
 
 Prints one row per variant and seed: validation accuracy, pseudo-labels kept and their accuracy,
 minutes of training (rounds 1..K); then mean +- std per variant.
@@ -53,6 +54,7 @@ import time
 from pathlib import Path
 
 from common import machine_line
+from fashion_mnist import _round_elapsed, _round_seconds, _run_starts
 from noisystudent import Config, run
 from noisystudent.report.run_files import read_metrics
 
@@ -83,9 +85,16 @@ VARIANTS = {
 }
 
 
-def train_minutes(run_dir: Path, stage: str) -> float:
-    return sum(r["seconds"] for r in read_metrics(run_dir / "metrics.jsonl")
-               if r.get("stage") == stage and "seconds" in r) / 60
+def train_minutes(run_dir: Path) -> dict[int, float]:
+    """Training minutes per round of a run directory."""
+    return {k: s / 60 for k, s in _round_seconds(read_metrics(run_dir / "metrics.jsonl")).items()}
+
+
+def working_minutes(run_dir: Path) -> float:
+    """Working minutes from the first sitting's start to the last round's evaluation."""
+    records = read_metrics(run_dir / "metrics.jsonl")
+    elapsed = _round_elapsed(records, _run_starts(records, run_dir / "run.log"))
+    return elapsed[max(elapsed)][0] / 60 if elapsed else 0.0
 
 
 def main() -> None:
@@ -96,6 +105,8 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "fmnist-tune")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     base = Config.from_yaml(CONFIG).with_overrides(BASE + args.overrides)
     print(machine_line())
@@ -107,7 +118,7 @@ def main() -> None:
         teacher = seeded.with_overrides([f"name=seed{seed}-teacher", "pipeline.rounds=0"])
         t_row = run(teacher, progress=False).rows[0]
         print(f"seed {seed} teacher {teacher.model_for_round(0)}: validation {100 * t_row['test_accuracy']:.2f}% "
-              f"({train_minutes(args.out_dir / teacher.name, 'round-0'):.1f} min)", flush=True)
+              f"({train_minutes(args.out_dir / teacher.name).get(0, 0.0):.1f} min)", flush=True)
         for name in args.variants:
             cfg = seeded.with_overrides([f"name=seed{seed}-{name}", f"pipeline.rounds={args.rounds}", *VARIANTS[name]])
             if not (args.out_dir / cfg.name / "round-0" / "model.json").exists():
@@ -115,20 +126,23 @@ def main() -> None:
                                 dirs_exist_ok=True)
             result = run(cfg, progress=False).rows
             r = result[args.rounds]
-            per_round = [train_minutes(args.out_dir / cfg.name, f"round-{k}") for k in range(1, args.rounds + 1)]
+            minutes = train_minutes(args.out_dir / cfg.name)
+            per_round = [minutes.get(k, 0.0) for k in range(1, args.rounds + 1)]
             r["minutes"] = sum(per_round)
             r["teacher"] = t_row["test_accuracy"]
             rows[name].append(r)
             if args.rounds > 1:
                 print(f"seed {seed} {name}: " + "; ".join(
                     f"round {k} {cfg.model_for_round(k)} {100 * result[k]['test_accuracy']:.2f}% "
-                    f"({per_round[k - 1]:.1f} min)" for k in range(1, args.rounds + 1)), flush=True)
+                    f"({per_round[k - 1]:.1f} min)" for k in range(1, args.rounds + 1))
+                      + f"; working time {working_minutes(args.out_dir / cfg.name):.1f} min", flush=True)
             print(f"seed {seed} {name:9s}: validation {100 * r['test_accuracy']:.2f}% (teacher "
                   f"{100 * r['teacher']:.2f}%), kept {r['pseudo_labels_kept']:,} at "
                   f"{100 * r['pseudo_label_accuracy_selected']:.1f}% correct, {r['minutes']:.1f} min", flush=True)
     print(f"\nwhole run {(time.perf_counter() - t0) / 60:.1f} min; config {CONFIG.name} with {BASE + args.overrides}")
+    rounds = f" (rounds 1-{args.rounds})" if args.rounds > 1 else ""
     print(f"| variant | round-{args.rounds} validation accuracy % | gain over teacher (points) | "
-          f"training min (rounds 1-{args.rounds}) | seeds |")
+          f"training min{rounds} | seeds |")
     print("|---|---|---|---|---|")
     for name, rs in rows.items():
         acc = [100 * r["test_accuracy"] for r in rs]
