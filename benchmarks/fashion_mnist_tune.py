@@ -85,14 +85,13 @@ VARIANTS = {
 }
 
 
-def train_minutes(run_dir: Path) -> dict[int, float]:
-    """Training minutes per round of a run directory."""
-    return {k: s / 60 for k, s in _round_seconds(read_metrics(run_dir / "metrics.jsonl")).items()}
+def train_minutes(records: list[dict]) -> dict[int, float]:
+    """Training minutes per round, from a run directory's metrics records."""
+    return {k: s / 60 for k, s in _round_seconds(records).items()}
 
 
-def working_minutes(run_dir: Path) -> float:
+def working_minutes(records: list[dict], run_dir: Path) -> float:
     """Working minutes from the first sitting's start to the last round's evaluation."""
-    records = read_metrics(run_dir / "metrics.jsonl")
     elapsed = _round_elapsed(records, _run_starts(records, run_dir / "run.log"))
     return elapsed[max(elapsed)][0] / 60 if elapsed else 0.0
 
@@ -118,7 +117,7 @@ def main() -> None:
         teacher = seeded.with_overrides([f"name=seed{seed}-teacher", "pipeline.rounds=0"])
         t_row = run(teacher, progress=False).rows[0]
         print(f"seed {seed} teacher {teacher.model_for_round(0)}: validation {100 * t_row['test_accuracy']:.2f}% "
-              f"({train_minutes(args.out_dir / teacher.name).get(0, 0.0):.1f} min)", flush=True)
+              f"({train_minutes(read_metrics(args.out_dir / teacher.name / 'metrics.jsonl')).get(0, 0.0):.1f} min)", flush=True)
         for name in args.variants:
             cfg = seeded.with_overrides([f"name=seed{seed}-{name}", f"pipeline.rounds={args.rounds}", *VARIANTS[name]])
             if not (args.out_dir / cfg.name / "round-0" / "model.json").exists():
@@ -126,7 +125,8 @@ def main() -> None:
                                 dirs_exist_ok=True)
             result = run(cfg, progress=False).rows
             r = result[args.rounds]
-            minutes = train_minutes(args.out_dir / cfg.name)
+            records = read_metrics(args.out_dir / cfg.name / "metrics.jsonl")
+            minutes = train_minutes(records)
             per_round = [minutes.get(k, 0.0) for k in range(1, args.rounds + 1)]
             r["minutes"] = sum(per_round)
             r["teacher"] = t_row["test_accuracy"]
@@ -135,7 +135,7 @@ def main() -> None:
                 print(f"seed {seed} {name}: " + "; ".join(
                     f"round {k} {cfg.model_for_round(k)} {100 * result[k]['test_accuracy']:.2f}% "
                     f"({per_round[k - 1]:.1f} min)" for k in range(1, args.rounds + 1))
-                      + f"; working time {working_minutes(args.out_dir / cfg.name):.1f} min", flush=True)
+                      + f"; working time {working_minutes(records, args.out_dir / cfg.name):.1f} min", flush=True)
             print(f"seed {seed} {name:9s}: validation {100 * r['test_accuracy']:.2f}% (teacher "
                   f"{100 * r['teacher']:.2f}%), kept {r['pseudo_labels_kept']:,} at "
                   f"{100 * r['pseudo_label_accuracy_selected']:.1f}% correct, {r['minutes']:.1f} min", flush=True)
