@@ -31,6 +31,9 @@ model cost), so the comparison is what a fixed time budget buys:
                 resnet14's 696k, faster per image) for 7 passes: about resnet14's 5-pass training time
   m5-lr04-w16   m5-lr04 with narrow students at the config's 5 passes: resnet32_w16 in rounds 1 and 2,
                 resnet44_w16 (661k) in round 3, for the 60-minute budget (with --rounds 3)
+  m5-lr04-warm  m5-lr04 with resnet14 students in all three rounds, each from the weights of the one
+                before (model.warm_start; round 1, from the resnet8 teacher, starts fresh and is
+                m5-lr04's round 1, borrowed from its run when that exists): later rounds add up passes
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -46,6 +49,7 @@ minutes of training (rounds 1..K); then mean +- std per variant.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import statistics
@@ -56,7 +60,7 @@ from pathlib import Path
 from common import machine_line
 from fashion_mnist import _round_elapsed, _round_seconds, _run_starts
 from noisystudent import Config, run
-from noisystudent.report.run_files import read_metrics
+from noisystudent.report.run_files import read_metrics, record_round
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
@@ -82,7 +86,26 @@ VARIANTS = {
     "m5-lr04-hard": [*M5_LR04, "pseudo.mode=hard"],
     "m5-lr04-r32w16-e7": [*M5_LR04, "model.names=[resnet8,resnet32_w16]", "student.epochs=7"],
     "m5-lr04-w16": [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet44_w16]"],
+    "m5-lr04-warm": [*M5_LR04, "model.names=[resnet8,resnet14,resnet14,resnet14]", "model.warm_start=true"],
 }
+# variant -> (variant, round): rounds 1..round are the same computation in both (same settings, same
+# seeds), so a finished run of the second lends them to the first instead of training them again
+SHARED_ROUNDS = {"m5-lr04-warm": ("m5-lr04", 1)}  # resnet14 from resnet8: warm start does not apply
+
+
+def borrow_rounds(src: Path, dst: Path, last: int) -> bool:
+    """Copy rounds 1..last of the finished run `src` into the new run `dst`, with the metrics records
+    up to the end of round `last` (so its training and working minutes count); False if there is
+    nothing to borrow (`src` lacks them, or `dst` has them already)."""
+    if (dst / f"round-{last}" / "model.json").exists() or not (src / f"round-{last}" / "model.json").exists():
+        return False
+    for k in range(1, last + 1):
+        shutil.copytree(src / f"round-{k}", dst / f"round-{k}", dirs_exist_ok=True)
+    records = read_metrics(src / "metrics.jsonl")
+    ends = [i for i, rec in enumerate(records) if (r := record_round(rec)) is not None and r[0] <= last]
+    (dst / "metrics.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in records[: ends[-1] + 1])
+                                       if ends else "")
+    return True
 
 
 def train_minutes(records: list[dict]) -> dict[int, float]:
@@ -123,6 +146,10 @@ def main() -> None:
             if not (args.out_dir / cfg.name / "round-0" / "model.json").exists():
                 shutil.copytree(args.out_dir / teacher.name / "round-0", args.out_dir / cfg.name / "round-0",
                                 dirs_exist_ok=True)
+            if name in SHARED_ROUNDS:
+                other, last = SHARED_ROUNDS[name]
+                if borrow_rounds(args.out_dir / f"seed{seed}-{other}", args.out_dir / cfg.name, last):
+                    print(f"seed {seed} {name}: rounds 1-{last} are {other}'s (same computation), copied", flush=True)
             result = run(cfg, progress=False).rows
             r = result[args.rounds]
             records = read_metrics(args.out_dir / cfg.name / "metrics.jsonl")

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class ModelConfig:
     # Architecture of round k is names[min(k, len(names) - 1)]: names[0] is the teacher.
     # The method asks for students equal to or larger than their teacher (a warning otherwise).
     names: list[str] = field(default_factory=lambda: ["resnet8", "resnet14"])
+    warm_start: bool = False        # a student of its teacher's architecture starts from the teacher's
+                                    # weights instead of a fresh initialisation (a larger one still starts
+                                    # fresh): later rounds of equal students add up their passes
 
 
 @dataclass
@@ -194,6 +198,9 @@ class Config:
         d.pop("out_dir")
         for key in ("cache", "cache_dir", "workers"):
             d["data"].pop(key)
+        for section, key in _ADDED_LATER:  # at their defaults, as if absent: earlier hashes stay valid
+            if d[section][key] == getattr(_DEFAULTS[section], key):
+                d[section].pop(key)
         return d
 
     def cache_root(self) -> Path | None:
@@ -261,6 +268,12 @@ class Config:
             raise UserError(f"device: {self.device!r} is not one of cpu, cuda, cuda:N, auto")
 
 
+# Settings added after run directories and benchmark records were keyed by the config hash: left out
+# of the hash at their default, so a config that does not use them keeps its hash.
+_ADDED_LATER = (("model", "warm_start"),)
+_DEFAULTS = {"model": ModelConfig()}
+
+
 def diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two config dicts."""
     out = []
@@ -291,6 +304,9 @@ def _build(cls: type, d: Any, prefix: str, origin: str) -> Any:
     return cls(**kwargs)
 
 
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(value: Any, hint: Any, key: str, origin: str) -> Any:
     def bad(expected: str) -> UserError:
         return UserError(f"{origin}: {key}: expected {expected}, got {value!r} ({type(value).__name__})")
@@ -304,6 +320,8 @@ def _check_type(value: Any, hint: Any, key: str, origin: str) -> Any:
             raise bad("an integer")
         return value
     if hint is float:
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 (PyYAML) reads 1e-4 and 3e-4, without a dot, as strings
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
         return float(value)

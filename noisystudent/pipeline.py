@@ -264,6 +264,8 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
             log.warning("round %d: student %s (%s parameters) is smaller than its teacher %s (%s); "
                         "Noisy Student asks for an equal or larger student", k, name,
                         f"{count_params(model):,}", cfg.model_for_round(k - 1), f"{count_params(prev):,}")
+        if cfg.model.warm_start:
+            _warm_start(model, k, name, cfg.model_for_round(k - 1), ctx.run_dir / f"round-{k - 1}" / "model.safetensors")
     weak = dict(crop_pad=cfg.augment.crop_pad, flip=cfg.augment.flip)
     ra = RandAugment.from_spec(cfg.noise.randaugment) if noised and cfg.noise.randaugment else None
     tcfg = cfg.student if k > 0 else cfg.teacher
@@ -291,6 +293,18 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
         (rdir / "train_state.safetensors").unlink(missing_ok=True)
     ctx.dist.barrier()  # the model file exists for every rank (the next round's teacher)
     return model
+
+
+def _warm_start(model: torch.nn.Module, k: int, name: str, teacher_name: str, teacher_path: Path) -> None:
+    """`model.warm_start`: the student of round k starts from its teacher's weights when both are the
+    same architecture; a different (larger) student keeps its fresh initialisation."""
+    if name != teacher_name:
+        log.info("round %d: student %s is not its teacher's architecture (%s): it starts from a fresh "
+                 "initialisation (model.warm_start applies to equal students only)", k, name, teacher_name)
+        return
+    teacher, _ = load_model(teacher_path, "cpu")
+    model.load_state_dict(teacher.state_dict())
+    log.info("round %d: student %s starts from its teacher's weights (model.warm_start)", k, name)
 
 
 def stage_evaluate(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, Any] | None:

@@ -265,3 +265,23 @@ def test_noised_teacher_line_reports_its_own_teacher_and_pairs_with_the_clean_ru
                     "its student 85.50 +- 0.71% (student minus teacher 5.00 +- 0.00 points); noised minus clean "
                     "(the teacher and ns-1 of the same seed), per seed: teacher -3.00, student -2.00 points.")
     assert bench.noised_teacher_line([{"noised-teacher": _row(0.84)}]) == ""
+
+
+def test_tune_borrows_the_shared_rounds_with_their_metrics(bench, tmp_path):
+    spec = importlib.util.spec_from_file_location("fashion_mnist_tune", BENCH / "fashion_mnist_tune.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    src, dst = tmp_path / "seed0-a", tmp_path / "seed0-b"
+    (src / "round-1").mkdir(parents=True)
+    (src / "round-1" / "model.json").write_text("{}")
+    stages = ["run", "round-1/select", "round-1", "round-1", "round-1/evaluate", "run", "round-2/select", "round-2"]
+    (src / "metrics.jsonl").write_text("".join(
+        json.dumps({"stage": s, "time": 100.0 + i, **({"seconds": 30.0} if s == "round-1" else {})}) + "\n"
+        for i, s in enumerate(stages)))
+    assert not tune.borrow_rounds(tmp_path / "missing", dst, 1)
+    assert tune.borrow_rounds(src, dst, 1)
+    assert (dst / "round-1" / "model.json").exists() and not (dst / "round-2").exists()
+    copied = [json.loads(line)["stage"] for line in (dst / "metrics.jsonl").read_text().splitlines()]
+    assert copied == stages[:5]  # up to round 1's evaluation: not the source's later sitting
+    assert tune.train_minutes(tune.read_metrics(dst / "metrics.jsonl")) == {1: 1.0}
+    assert not tune.borrow_rounds(src, dst, 1)  # already there: left alone

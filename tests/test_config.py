@@ -31,6 +31,19 @@ def test_overrides_parse_types():
     assert cfg.noise.randaugment == ""
 
 
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-9 and 3e-4 as strings; a float key takes them as numbers
+    cfg = Config().with_overrides(["student.lr=3e-4", "teacher.lr=1E-2", "teacher.weight_decay=5.0e-4"])
+    assert (cfg.student.lr, cfg.teacher.lr, cfg.teacher.weight_decay) == (3e-4, 1e-2, 5e-4)
+    p = tmp_path / "c.yaml"
+    p.write_text("student:\n  lr: 2e-3\n")
+    assert Config.from_yaml(p).student.lr == 2e-3
+    with pytest.raises(UserError, match="student.lr: expected a number, got 'e-3'"):
+        Config().with_overrides(["student.lr=e-3"])
+    with pytest.raises(UserError, match="teacher.epochs: expected an integer, got '1e3'"):
+        Config().with_overrides(["teacher.epochs=1e3"])  # an integer key stays strict
+
+
 @pytest.mark.parametrize("override, message", [
     ("teacher.epoch=5", "unknown config key 'teacher.epoch' (did you mean 'epochs'?)"),
     ("techer.epochs=5", "unknown config key 'techer'"),
@@ -71,6 +84,15 @@ def test_hash_ignores_where_the_run_is_written_and_diff_names_changes():
     assert a.hash() == b.hash()
     assert a.hash() != c.hash()
     assert diff_keys(a.hash_dict(), c.hash_dict()) == ["pseudo.mode", "teacher.epochs"]
+
+
+def test_settings_added_later_leave_the_hash_at_their_default():
+    # run directories and benchmark records made before model.warm_start existed keep their hash
+    a = Config()
+    assert "warm_start" not in a.hash_dict()["model"]
+    assert a.hash() == a.with_overrides(["model.warm_start=false"]).hash()
+    warm = a.with_overrides(["model.warm_start=true"])
+    assert warm.hash() != a.hash() and diff_keys(a.hash_dict(), warm.hash_dict()) == ["model.warm_start"]
 
 
 def test_model_for_round_repeats_the_last():

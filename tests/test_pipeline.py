@@ -114,3 +114,27 @@ def test_robustness_per_round_is_normalised_by_the_teacher(tmp_path):
     assert r1["relative_mce"] == pytest.approx(expected)
     assert set(r1["flip_rate"]) == {"translate", "noise"} and set(r1["fgsm_accuracy"]) == {"1", "2", "4", "8"}
     assert "rel. mCE" in result.table()
+
+
+def test_warm_start_student_starts_from_its_teacher_weights(tmp_path, caplog):
+    # lr 1e-9: the student's weights stay where they started, so they show where that was
+    still = ["pipeline.rounds=1", "student.lr=1e-9", "student.warmup_epochs=0"]
+    warm = tiny(tmp_path, *still, "model.warm_start=true")
+    run(warm, progress=False)
+    assert "round 1: student resnet8 starts from its teacher's weights" in caplog.text
+    teacher, _ = load_model(tmp_path / warm.name / "round-0" / "model.safetensors")
+    student, meta = load_model(tmp_path / warm.name / "round-1" / "model.safetensors")
+    assert meta["model"]["drop_rate"] == pytest.approx(0.5)  # still a noised student
+    t, s = dict(teacher.named_parameters()), dict(student.named_parameters())
+    assert t.keys() == s.keys()
+    assert all(torch.allclose(t[n], s[n], atol=1e-6) for n in t)
+    cold = tiny(tmp_path, *still, "name=cold")
+    run(cold, progress=False)
+    fresh, _ = load_model(tmp_path / "cold" / "round-1" / "model.safetensors")
+    f = dict(fresh.named_parameters())
+    assert not all(torch.allclose(t[n], f[n], atol=1e-3) for n in t)
+    # a larger student cannot take its teacher's weights: it starts fresh, and says so
+    larger = tiny(tmp_path, "pipeline.rounds=1", "model.warm_start=true", "model.names=[resnet8, resnet14]",
+                  "name=larger")
+    run(larger, progress=False)
+    assert "round 1: student resnet14 is not its teacher's architecture (resnet8): it starts from a fresh" in caplog.text
