@@ -149,7 +149,8 @@ def main() -> None:
             if name in SHARED_ROUNDS:
                 other, last = SHARED_ROUNDS[name]
                 if borrow_rounds(args.out_dir / f"seed{seed}-{other}", args.out_dir / cfg.name, last):
-                    print(f"seed {seed} {name}: rounds 1-{last} are {other}'s (same computation), copied", flush=True)
+                    shared = f"round {last} is" if last == 1 else f"rounds 1-{last} are"
+                    print(f"seed {seed} {name}: {shared} {other}'s (the same computation), copied", flush=True)
             result = run(cfg, progress=False).rows
             r = result[args.rounds]
             records = read_metrics(args.out_dir / cfg.name / "metrics.jsonl")
