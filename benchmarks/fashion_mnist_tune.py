@@ -34,6 +34,8 @@ model cost), so the comparison is what a fixed time budget buys:
   m5-lr04-warm  m5-lr04 with resnet14 students in all three rounds, each from the weights of the one
                 before (model.warm_start; round 1, from the resnet8 teacher, starts fresh and is
                 m5-lr04's round 1, borrowed from its run when that exists): later rounds add up passes
+  m5-lr04-w16-warm  the same with narrow students: resnet32_w16 in all three rounds (round 1 is
+                m5-lr04-w16's), for the 60-minute budget
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -87,10 +89,13 @@ VARIANTS = {
     "m5-lr04-r32w16-e7": [*M5_LR04, "model.names=[resnet8,resnet32_w16]", "student.epochs=7"],
     "m5-lr04-w16": [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet44_w16]"],
     "m5-lr04-warm": [*M5_LR04, "model.names=[resnet8,resnet14,resnet14,resnet14]", "model.warm_start=true"],
+    "m5-lr04-w16-warm": [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet32_w16]",
+                         "model.warm_start=true"],
 }
 # variant -> (variant, round): rounds 1..round are the same computation in both (same settings, same
 # seeds), so a finished run of the second lends them to the first instead of training them again
-SHARED_ROUNDS = {"m5-lr04-warm": ("m5-lr04", 1)}  # resnet14 from resnet8: warm start does not apply
+SHARED_ROUNDS = {"m5-lr04-warm": ("m5-lr04", 1),  # a student larger than resnet8: warm start does not apply
+                 "m5-lr04-w16-warm": ("m5-lr04-w16", 1)}
 
 
 def borrow_rounds(src: Path, dst: Path, last: int) -> bool:
