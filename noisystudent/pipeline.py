@@ -178,12 +178,13 @@ def _round(ctx: _Context, k: int) -> dict[str, Any]:
     rdir.mkdir(parents=True, exist_ok=True)
     selection: dict[str, Any] | None = None
     unlabeled = None
-    teacher = None
+    teacher = previous = None
     trained = (rdir / "model.json").exists()
     if k > 0 and trained:  # a finished round: its statistics are on disk, nothing to prepare
         selection = read_json(rdir / "selection.json")
     elif k > 0:
         teacher, _ = load_model(ctx.run_dir / f"round-{k - 1}" / "model.safetensors", ctx.device)
+        previous = teacher
         pl, chosen, selection = stage_pseudo_label(ctx, rdir, teacher)
         if len(chosen) == 0 and cfg.pipeline.variant != "consistency":
             log.warning("round %d: no pseudo-label passed the threshold %.2f; the student trains on the labeled "
@@ -193,7 +194,7 @@ def _round(ctx: _Context, k: int) -> dict[str, Any]:
         else:
             unlabeled = (take_rows(ctx.data.unlabeled.images, chosen), make_targets(pl, chosen, cfg.pseudo.mode))
             teacher = None  # offline pseudo-labels: the teacher is not needed while training
-    model = stage_train(ctx, rdir, k, unlabeled, teacher)
+    model = stage_train(ctx, rdir, k, unlabeled, teacher, previous)
     ev = stage_evaluate(ctx, rdir, model)
     rob = stage_robustness(ctx, rdir, model) if cfg.pipeline.robustness else None
     return {
@@ -244,8 +245,10 @@ def stage_pseudo_label(ctx: _Context, rdir: Path,
 
 
 def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor, Targets | None] | None,
-                teacher: torch.nn.Module | None) -> torch.nn.Module:
-    """Train the model of round k (teacher at k=0, noised student after) unless it exists."""
+                teacher: torch.nn.Module | None, previous: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Train the model of round k (teacher at k=0, noised student after) unless it exists. `teacher`:
+    the online teacher of the consistency variant; `previous`: round k-1's model (k > 0), the teacher
+    the student is compared with and, with `model.warm_start`, starts from."""
     cfg = ctx.cfg
     path = rdir / "model.safetensors"
     if path.with_suffix(".json").exists():
@@ -258,14 +261,13 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
             "drop_path_rate": cfg.noise.drop_path if noised else 0.0}
     torch.manual_seed(_derive(cfg.seed, "init", k))
     model = create_model(**args)
-    if k > 0:
-        prev = create_model(cfg.model_for_round(k - 1), ctx.num_classes, args["in_chans"])
-        if count_params(model) < count_params(prev):
+    if previous is not None:
+        if count_params(model) < count_params(previous):
             log.warning("round %d: student %s (%s parameters) is smaller than its teacher %s (%s); "
                         "Noisy Student asks for an equal or larger student", k, name,
-                        f"{count_params(model):,}", cfg.model_for_round(k - 1), f"{count_params(prev):,}")
+                        f"{count_params(model):,}", cfg.model_for_round(k - 1), f"{count_params(previous):,}")
         if cfg.model.warm_start:
-            _warm_start(model, k, name, cfg.model_for_round(k - 1), ctx.run_dir / f"round-{k - 1}" / "model.safetensors")
+            _warm_start(model, k, name, cfg.model_for_round(k - 1), previous)
     weak = dict(crop_pad=cfg.augment.crop_pad, flip=cfg.augment.flip)
     ra = RandAugment.from_spec(cfg.noise.randaugment) if noised and cfg.noise.randaugment else None
     tcfg = cfg.student if k > 0 else cfg.teacher
@@ -295,14 +297,13 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
     return model
 
 
-def _warm_start(model: torch.nn.Module, k: int, name: str, teacher_name: str, teacher_path: Path) -> None:
+def _warm_start(model: torch.nn.Module, k: int, name: str, teacher_name: str, teacher: torch.nn.Module) -> None:
     """`model.warm_start`: the student of round k starts from its teacher's weights when both are the
     same architecture; a different (larger) student keeps its fresh initialisation."""
     if name != teacher_name:
         log.info("round %d: student %s is not its teacher's architecture (%s): it starts from a fresh "
                  "initialisation (model.warm_start applies to equal students only)", k, name, teacher_name)
         return
-    teacher, _ = load_model(teacher_path, "cpu")
     model.load_state_dict(teacher.state_dict())
     log.info("round %d: student %s starts from its teacher's weights (model.warm_start)", k, name)
 
