@@ -68,7 +68,7 @@ ABLATIONS = {
     "hard-labels": (["pseudo.mode=hard"], True),
     "no-threshold": (["pseudo.threshold=0"], True),
     "no-balance": (["pseudo.balance=false"], True),
-    "equal-student": (["model.names=[resnet8]"], True),
+    "equal-student": (["model.names=[resnet8]", "model.warm_start=false"], True),  # size alone: a fresh init
     "noised-teacher": (["noise.noise_teacher=true"], False),
     "consistency": (["pipeline.variant=consistency", "student.ema=0.999", "pseudo.temperature=2"], True),
 }

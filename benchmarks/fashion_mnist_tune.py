@@ -35,7 +35,7 @@ model cost), so the comparison is what a fixed time budget buys:
                 before (model.warm_start; round 1, from the resnet8 teacher, starts fresh and is
                 m5-lr04's round 1, borrowed from its run when that exists): later rounds add up passes
   m5-lr04-w16-warm  the same with narrow students: resnet32_w16 in all three rounds (round 1 is
-                m5-lr04-w16's), for the 60-minute budget
+                m5-lr04-w16's), for the 60-minute budget; the config's models since 2026-12-05
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -66,11 +66,12 @@ from noisystudent.report.run_files import read_metrics, record_round
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
-# the YAML's noise before this tuning, so the shared teacher's run directory (made then) still matches
-# its config; base and r8-e10 keep it, the other variants set their own noise (and lr: 0.05 was the
-# student's lr before this tuning)
+# the YAML's noise and models before this tuning, so the shared teacher's run directory (made then) still
+# matches its config; base and r8-e10 keep them, the other variants set their own noise (and lr: 0.05 was
+# the student's lr before this tuning) and some their own models
 BASE = ["data.validation=5000", "pipeline.robustness=false", "pipeline.report=false",
-        "noise.randaugment=rand-n2-m9", "student.lr=0.05"]
+        "noise.randaugment=rand-n2-m9", "student.lr=0.05",
+        "model.names=[resnet8,resnet14,resnet14,resnet20]", "model.warm_start=false"]
 M5_LR04 = ["noise.randaugment=rand-n2-m5", "student.lr=0.4"]  # the config's student since this tuning
 VARIANTS = {
     "base": [],
