@@ -36,6 +36,9 @@ model cost), so the comparison is what a fixed time budget buys:
                 m5-lr04's round 1, borrowed from its run when that exists): later rounds add up passes
   m5-lr04-w16-warm  the same with narrow students: resnet32_w16 in all three rounds (round 1 is
                 m5-lr04-w16's), for the 60-minute budget; the config's models since 2026-12-05
+  m5-lr04-w16-warm-input  m5-lr04-w16-warm without model noise (dropout 0, drop_path 0) in every round:
+                does the warm-started chain, whose students train 3 x 5 passes, do better on input
+                noise alone, as one round does (m5-lr04-input)?
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -92,6 +95,8 @@ VARIANTS = {
     "m5-lr04-warm": [*M5_LR04, "model.names=[resnet8,resnet14,resnet14,resnet14]", "model.warm_start=true"],
     "m5-lr04-w16-warm": [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet32_w16]",
                          "model.warm_start=true"],
+    "m5-lr04-w16-warm-input": [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet32_w16]",
+                               "model.warm_start=true", "noise.dropout=0", "noise.drop_path=0"],
 }
 # variant -> (variant, round): rounds 1..round are the same computation in both (same settings, same
 # seeds), so a finished run of the second lends them to the first instead of training them again
