@@ -76,6 +76,8 @@ BASE = ["data.validation=5000", "pipeline.robustness=false", "pipeline.report=fa
         "noise.randaugment=rand-n2-m9", "student.lr=0.05",
         "model.names=[resnet8,resnet14,resnet14,resnet20]", "model.warm_start=false"]
 M5_LR04 = ["noise.randaugment=rand-n2-m5", "student.lr=0.4"]  # the config's student since this tuning
+W16_WARM = [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet32_w16]",
+            "model.warm_start=true"]  # the config's students since 2026-12-05
 VARIANTS = {
     "base": [],
     "r8-e10": ["model.names=[resnet8]", "student.epochs=10"],
@@ -93,10 +95,8 @@ VARIANTS = {
     "m5-lr04-r32w16-e7": [*M5_LR04, "model.names=[resnet8,resnet32_w16]", "student.epochs=7"],
     "m5-lr04-w16": [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet44_w16]"],
     "m5-lr04-warm": [*M5_LR04, "model.names=[resnet8,resnet14,resnet14,resnet14]", "model.warm_start=true"],
-    "m5-lr04-w16-warm": [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet32_w16]",
-                         "model.warm_start=true"],
-    "m5-lr04-w16-warm-input": [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet32_w16]",
-                               "model.warm_start=true", "noise.dropout=0", "noise.drop_path=0"],
+    "m5-lr04-w16-warm": W16_WARM,
+    "m5-lr04-w16-warm-input": [*W16_WARM, "noise.dropout=0", "noise.drop_path=0"],
 }
 # variant -> (variant, round): rounds 1..round are the same computation in both (same settings, same
 # seeds), so a finished run of the second lends them to the first instead of training them again
