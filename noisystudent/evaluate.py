@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from noisystudent.inference import iter_logits
+from noisystudent.inference import INFERENCE_BATCH, iter_logits
 
 
 def predict_labels(model: torch.nn.Module, images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
-                   batch_size: int = 512, device: torch.device | str = "cpu") -> torch.Tensor:
+                   batch_size: int = INFERENCE_BATCH, device: torch.device | str = "cpu") -> torch.Tensor:
     """(N,) int64 top-1 predictions of the model in eval mode."""
     out = torch.empty(len(images), dtype=torch.long)
     for rows, logits in iter_logits(model, images, mean=mean, std=std, batch_size=batch_size, device=device):
@@ -39,7 +39,8 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, test_dir: str | Path | None = None, config: Any = None,
-                        robustness: bool = False, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+                        robustness: bool = False, device: str = "cpu", seed: int = 0,
+                        batch_size: int = INFERENCE_BATCH) -> dict[str, Any]:
     """Evaluate a saved model on test images: a folder of class folders (`test_dir`), or the test set of
     `config` (a Config), or of the run directory the checkpoint lies in. With `robustness`, add the
     corruption / flip-rate / FGSM report (relative mCE against the run's round-0 teacher when known)."""
@@ -68,12 +69,12 @@ def evaluate_checkpoint(checkpoint: str | Path, *, test_dir: str | Path | None =
                         f"{(inp['channels'], inp['height'], inp['width'])}; set data.image_size / data.channels")
     mean, std = torch.tensor(inp["mean"]), torch.tensor(inp["std"])
     out = {"checkpoint": str(path), **evaluate(model, test.images, test.labels, len(meta["classes"]),
-                                                mean=mean, std=std, device=device)}
+                                                mean=mean, std=std, device=device, batch_size=batch_size)}
     if robustness:
         from noisystudent.robustness import robustness_report
 
         base = run_dir / "round-0" / "robustness.json" if run_dir is not None else None
         baseline = read_json(base) if base is not None and base.exists() else None
         out["robustness"] = robustness_report(model, test.images, test.labels, mean=mean, std=std, device=device,
-                                              seed=seed, baseline=baseline)
+                                              seed=seed, baseline=baseline, batch_size=batch_size)
     return out

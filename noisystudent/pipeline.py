@@ -278,7 +278,7 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
         unlabeled=unlabeled, cfg=tcfg, num_classes=ctx.num_classes, mean=ctx.mean, std=ctx.std,
         augmentation=Augmentation(randaugment=ra, **weak), seed=cfg.seed, device=ctx.device,
         teacher=teacher, teacher_augmentation=Augmentation(**weak), temperature=cfg.pseudo.temperature,
-        evaluation=None if test is None else Evaluation(test.images, test.labels),
+        evaluation=None if test is None else Evaluation(test.images, test.labels, cfg.pseudo.batch_size),
         state_path=rdir / "train_state.safetensors", metrics=ctx.metrics, tag=f"round-{k}",
         progress=ctx.progress, dist=ctx.dist)
     c, h, w = ctx.data.labeled.shape
@@ -335,7 +335,8 @@ def _evaluate(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, An
     path = rdir / "eval.json"
     if path.exists():
         return read_json(path)
-    ev = evaluate(model, test.images, test.labels, ctx.num_classes, mean=ctx.mean, std=ctx.std, device=ctx.device)
+    ev = evaluate(model, test.images, test.labels, ctx.num_classes, mean=ctx.mean, std=ctx.std, device=ctx.device,
+                  batch_size=ctx.cfg.pseudo.batch_size)
     write_json(path, ev)
     ctx.metrics.write(stage=f"{rdir.name}/evaluate", test_accuracy=ev["accuracy"], n=ev["n"])
     return ev
@@ -360,7 +361,8 @@ def _robustness(ctx: _Context, rdir: Path, model: torch.nn.Module) -> dict[str, 
         g = torch.Generator().manual_seed(ctx.cfg.data.split_seed)
         test = test.subset(torch.randperm(len(test), generator=g)[:n].sort().values)
     rob = robustness_report(model, test.images, test.labels, mean=ctx.mean, std=ctx.std, device=ctx.device,
-                            seed=ctx.cfg.data.split_seed, baseline=baseline, progress=ctx.progress)
+                            seed=ctx.cfg.data.split_seed, baseline=baseline, batch_size=ctx.cfg.pseudo.batch_size,
+                            progress=ctx.progress)
     if baseline is None:  # the teacher is its own reference
         rob["relative_mce"] = 1.0
     write_json(path, rob)

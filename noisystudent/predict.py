@@ -22,7 +22,7 @@ import torch
 from noisystudent.checkpoint import load_model
 from noisystudent.data.decode import decode_image, list_image_files
 from noisystudent.errors import UserError
-from noisystudent.inference import iter_logits
+from noisystudent.inference import INFERENCE_BATCH, iter_logits
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def expand_images(items: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def predict(checkpoint: str | Path, images: Iterable[str | os.PathLike], topk: int = 5,
-            device: str | torch.device = "cpu", batch_size: int = 256) -> list[dict[str, Any]]:
+            device: str | torch.device = "cpu", batch_size: int = INFERENCE_BATCH) -> list[dict[str, Any]]:
     """Top-k classes of each image: [{"path", "top": [(class name, probability), ...]}], in input order.
 
     `images` are files and/or folders (expanded recursively, sorted). An unreadable file gives

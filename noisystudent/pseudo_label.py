@@ -20,7 +20,7 @@ import torch
 
 from noisystudent.checkpoint import load_tensors, save_tensors
 from noisystudent.distributed import Dist, RowRange, shard_rows
-from noisystudent.inference import iter_logits
+from noisystudent.inference import INFERENCE_BATCH, iter_logits
 from noisystudent.targets import Targets
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class PseudoLabels:
 
 
 def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor,
-            temperature: float = 1.0, topk: int = 0, batch_size: int = 512,
+            temperature: float = 1.0, topk: int = 0, batch_size: int = INFERENCE_BATCH,
             device: torch.device | str = "cpu", progress: bool = True, desc: str = "pseudo-label") -> PseudoLabels:
     """Label `images` ((N, C, H, W) uint8) with the clean `model`: eval mode, no augmentation."""
     n = len(images)
@@ -89,7 +89,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, *, mean: torch.Tensor,
 
 
 def predict_to_file(model: torch.nn.Module, images: Any, path: str | Path, *, dist: Dist, mean: torch.Tensor,
-                    std: torch.Tensor, temperature: float = 1.0, topk: int = 0, batch_size: int = 512,
+                    std: torch.Tensor, temperature: float = 1.0, topk: int = 0, batch_size: int = INFERENCE_BATCH,
                     device: torch.device | str = "cpu", progress: bool = True,
                     desc: str = "pseudo-label") -> PseudoLabels:
     """`predict` every image into `path`, the work split over the ranks of `dist`; every rank returns

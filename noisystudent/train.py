@@ -41,6 +41,7 @@ from noisystudent.config import TrainConfig
 from noisystudent.distributed import Dist, rank_rows
 from noisystudent.errors import UserError
 from noisystudent.evaluate import accuracy
+from noisystudent.inference import INFERENCE_BATCH
 from noisystudent.progress import MetricsLog, progress_bar
 from noisystudent.targets import Targets
 from noisystudent.tensors import to_model_input
@@ -71,6 +72,7 @@ class Evaluation:
 
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor  # (N,) int64
+    batch_size: int = INFERENCE_BATCH  # images per inference batch
 
 
 @dataclass
@@ -200,7 +202,8 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
         test_acc = None
         last = epoch + 1 == cfg.epochs
         if evaluation is not None and dist.is_main and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            test_acc = accuracy(eval_model, evaluation.images, evaluation.labels, mean=mean, std=std, device=device)
+            test_acc = accuracy(eval_model, evaluation.images, evaluation.labels, mean=mean, std=std, device=device,
+                                batch_size=evaluation.batch_size)
         n_images = steps * (b_l + b_u) if images_u is not None else n_l
         record = {"stage": tag, "epoch": epoch + 1, "epochs": cfg.epochs, "loss": epoch_loss,
                   "lr": optimizer.param_groups[0]["lr"], "images_per_second": n_images / seconds,

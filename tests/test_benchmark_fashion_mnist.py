@@ -139,6 +139,18 @@ def test_records_key_follows_the_settings_that_change_results(bench, tiny_base):
     key = records_key(tiny_base)
     assert records_key(tiny_base.with_overrides(["out_dir=/elsewhere", "name=other", "data.dir=/mnt/x"])) == key
     assert records_key(tiny_base.with_overrides(["student.lr=0.2"])) != key
+    assert records_key(tiny_base.with_overrides(["pseudo.batch_size=7"])) == key  # inference batching
+
+
+def test_the_shipped_config_has_its_records(bench):
+    # a change to the config's defaults that forks the records key would leave docs/RESULTS.md
+    # describing records that the benchmark no longer finds
+    from records import records_key
+
+    from noisystudent.config import Config
+
+    cfg = Config.from_yaml(BENCH.parent / "configs" / "fashion_mnist.yaml")
+    assert (BENCH / "records" / "fashion_mnist" / records_key(cfg) / "config.yaml").exists()
 
 
 def test_recorded_rows_are_not_rerun_and_ablations_reuse_the_recorded_teacher(bench, tiny_base, tmp_path,

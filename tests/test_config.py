@@ -95,6 +95,13 @@ def test_settings_added_later_leave_the_hash_at_their_default():
     assert warm.hash() != a.hash() and diff_keys(a.hash_dict(), warm.hash_dict()) == ["model.warm_start"]
 
 
+def test_inference_batch_size_does_not_change_the_hash():
+    # it was hashed at 512 before it became 128: hashed at 512 whatever it is, earlier hashes stay valid
+    a = Config()
+    assert a.pseudo.batch_size == 128 and a.hash_dict()["pseudo"]["batch_size"] == 512
+    assert a.hash() == a.with_overrides(["pseudo.batch_size=512"]).hash() == a.with_overrides(["pseudo.batch_size=7"]).hash()
+
+
 def test_model_for_round_repeats_the_last():
     cfg = Config().with_overrides(["model.names=[a, b, c]"])
     assert [cfg.model_for_round(k) for k in range(5)] == ["a", "b", "c", "c", "c"]

@@ -100,6 +100,27 @@ def test_no_pseudo_label_passing_the_threshold_warns(tmp_path, caplog):
     assert "no pseudo-label passed the threshold 1.00; the student trains on the labeled images only" in caplog.text
 
 
+def test_every_inference_stage_uses_the_configured_batch_and_changing_it_still_resumes(tmp_path, monkeypatch):
+    import noisystudent.inference as inference
+
+    sizes = []
+
+    def spy(batch, mean, std):
+        sizes.append(len(batch))
+        return to_model_input(batch, mean, std)
+
+    to_model_input = inference.to_model_input
+    monkeypatch.setattr(inference, "to_model_input", spy)
+    cfg = tiny(tmp_path, "pipeline.rounds=1", "pseudo.batch_size=7", "student.eval_every=1",
+               "pipeline.robustness=true", "pipeline.robustness_images=20")
+    run(cfg, progress=False)
+    # per-pass test accuracy, pseudo-labels (150 images), final evaluation, robustness: all in batches of 7
+    assert len(sizes) > 500 and max(sizes) == 7  # robustness alone: 2 models x 75 corruptions x 3 batches
+    sizes.clear()
+    result = run(cfg.with_overrides(["pseudo.batch_size=64"]), progress=False)  # not "a different config"
+    assert len(result.rows) == 2 and sizes == []  # everything was on disk
+
+
 def test_robustness_per_round_is_normalised_by_the_teacher(tmp_path):
     cfg = tiny(tmp_path, "pipeline.rounds=1", "pipeline.robustness=true", "pipeline.robustness_images=200")
     result = run(cfg, progress=False)

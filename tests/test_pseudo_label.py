@@ -121,3 +121,19 @@ def test_stored_k_and_compact_storage_keep_the_hard_labels_and_confidences(tmp_p
     assert torch.equal(back.topk_index, full.topk_index[:, :k]) and torch.equal(back.topk_prob, full.topk_prob[:, :k])
     with safe_open(str(tmp_path / "p.safetensors"), framework="pt") as f:
         assert f.get_tensor("topk_index").dtype == (torch.int16 if classes < 2**15 else torch.int32)
+
+
+def test_predictions_of_a_real_model_do_not_depend_on_the_inference_batch():
+    # why pseudo.batch_size is left out of the config hash: eval mode, each image on its own
+    from noisystudent.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=10, in_chans=1, drop_rate=0.5, drop_path_rate=0.2)
+    model(torch.randn(32, 1, 28, 28))  # train mode: moves BN running statistics off their init
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    mean, std = torch.tensor([0.3]), torch.tensor([0.35])
+    runs = [predict(model, images, mean=mean, std=std, batch_size=b, progress=False) for b in (7, 128, 512)]
+    for other in runs[1:]:
+        assert torch.equal(other.hard, runs[0].hard) and torch.equal(other.topk_index, runs[0].topk_index)
+        assert torch.allclose(other.topk_prob, runs[0].topk_prob, atol=1e-6)
+        assert torch.allclose(other.confidence, runs[0].confidence, atol=1e-6)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from noisystudent.errors import UserError
 from noisystudent.progress import progress_bar
 from noisystudent.evaluate import accuracy, predict_labels
+from noisystudent.inference import INFERENCE_BATCH
 from noisystudent.robustness import filters
 from noisystudent.robustness.corruptions import CORRUPTIONS, SEVERITIES, check_corruption, check_images, corrupt
 
@@ -73,7 +74,7 @@ def stats(mean: Any, std: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def corruption_errors(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: Any, std: Any,
-                      device: torch.device | str = "cpu", batch_size: int = 512, seed: int = 0,
+                      device: torch.device | str = "cpu", batch_size: int = INFERENCE_BATCH, seed: int = 0,
                       corruptions: Iterable[str] = CORRUPTIONS, severities: Iterable[int] = SEVERITIES,
                       progress: bool = False) -> dict[str, Any]:
     """Top-1 error on the corrupted images, per corruption and severity.
@@ -158,7 +159,7 @@ def noise_frame(images: torch.Tensor, sigma: float, gen: torch.Generator) -> tor
 
 def flip_rate(model: torch.nn.Module, images: torch.Tensor, *, mean: Any, std: Any,
               device: torch.device | str = "cpu", kind: str = "translate", frames: int = 10, seed: int = 0,
-              batch_size: int = 256, noise_sigma: float = FLIP_NOISE_SIGMA) -> float:
+              batch_size: int = INFERENCE_BATCH, noise_sigma: float = FLIP_NOISE_SIGMA) -> float:
     """ImageNet-P flip probability: how often the top-1 prediction changes along a sequence.
 
     kind="translate": frame t is the image rolled by t pixels (wrapping around) in a random
@@ -205,7 +206,7 @@ def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
 
 def fgsm_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: Any, std: Any,
                   device: torch.device | str = "cpu", epsilons: Sequence[float] = FGSM_EPSILONS,
-                  batch_size: int = 256) -> dict[float, float]:
+                  batch_size: int = INFERENCE_BATCH) -> dict[float, float]:
     """Top-1 accuracy under the fast gradient sign attack, {epsilon: accuracy}.
 
     x_adv = clip(x + epsilon / 255 * sign(grad_x cross_entropy(model(x), label)), 0, 1) with x the
@@ -246,7 +247,7 @@ def fgsm_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
 
 def robustness_report(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: Any, std: Any,
                       device: torch.device | str = "cpu", seed: int = 0,
-                      baseline: Mapping[str, Any] | None = None, batch_size: int = 512, frames: int = 10,
+                      baseline: Mapping[str, Any] | None = None, batch_size: int = INFERENCE_BATCH, frames: int = 10,
                       epsilons: Sequence[float] = FGSM_EPSILONS, corruptions: Iterable[str] = CORRUPTIONS,
                       severities: Iterable[int] = SEVERITIES, progress: bool = False) -> dict[str, Any]:
     """Clean accuracy, corruption errors and mCE, relative mCE (with a baseline), flip rates and
