@@ -10,8 +10,8 @@ from noisystudent.progress import progress_bar
 from noisystudent.tensors import to_model_input
 
 # Images per inference batch when the caller does not say (config: pseudo.batch_size). Predictions do
-# not depend on it; speed does: on a 2-core CPU at 28x28, 128 ran 1.5-1.6x faster than 512, whose
-# activations overflow the caches (benchmarks/inference_batch.py). A GPU may want more.
+# not depend on it; speed does: on a 2-core CPU at 28x28, 128 ran 1.04-1.6x faster than 512 (never
+# slower), whose activations overflow the caches (benchmarks/inference_batch.py). A GPU may want more.
 INFERENCE_BATCH = 128
 
 
