@@ -3,13 +3,16 @@
     python benchmarks/inference_batch.py                          # resnet8, resnet32_w16 at 28x28x1
     python benchmarks/inference_batch.py --models resnet20 wrn28_2 --size 32 --channels 3
     python benchmarks/inference_batch.py --device cuda --batches 128 512 2048
+    python benchmarks/inference_batch.py --models runs/fashion-mnist/round-3/model.safetensors
 
 Pseudo-labeling, test evaluation and the robustness suite all run the model in eval mode through
 `noisystudent.inference.iter_logits`, whose batch is `pseudo.batch_size` (results do not depend on
 it). On a CPU a smaller batch can be faster: the activations of a 512-image batch overflow the
 caches. This script times `iter_logits` over the same images at each batch size, in turns
 (a, b, c, a, b, c, ...) so that drift hits all alike, and prints images/s and the ratio to the
-reference batch (the last line per model: best batch and its speed-up over the reference).
+reference batch (the last line per model: best batch and its speed-up over the reference), and
+checks that the logits do not depend on the batch (max |difference| to the reference batch's). A
+model is a registry name (randomly initialised) or a checkpoint file (trained weights).
 With --robustness N it then times the pipeline's robustness stage (`robustness_report`: 15
 corruptions x 5 severities, two flip rates, FGSM) on N test images at the reference batch and at
 the best one, in turns, and prints that ratio too.
@@ -18,10 +21,12 @@ the best one, in turns, and prints that ratio too.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from common import interleaved, machine_line, synthetic_or_fashion
+from noisystudent.checkpoint import load_model
 from noisystudent.inference import iter_logits
 from noisystudent.models import create_model
 from noisystudent.robustness import robustness_report
@@ -48,9 +53,17 @@ def main() -> None:
     mean = torch.full((args.channels,), 0.5)
     std = torch.full((args.channels,), 0.25)
     print(f"{args.images} images {args.channels}x{args.size}x{args.size}, median of {args.repeats} interleaved passes")
-    for name in args.models:
-        model = create_model(name, num_classes=10, in_chans=args.channels).to(args.device)
-        model = model.to(memory_format=torch.channels_last)
+    for spec in args.models:
+        name = spec
+        if spec.endswith(".safetensors"):
+            model, meta = load_model(spec, args.device)  # channels_last, eval mode
+            name = f"{meta['model']['name']} ({Path(spec).parent.name})"
+        else:
+            model = create_model(spec, num_classes=10, in_chans=args.channels).to(args.device)
+            model = model.to(memory_format=torch.channels_last)
+        # one pass per batch for the logits, which also warms up the allocator and oneDNN's primitive cache
+        logits = {b: torch.cat([out for _, out in iter_logits(model, images, mean=mean, std=std, batch_size=b,
+                                                               device=args.device)]) for b in args.batches}
 
         def pass_at(batch: int):
             def run() -> None:
@@ -59,8 +72,6 @@ def main() -> None:
             return run
 
         fns = {str(b): pass_at(b) for b in args.batches}
-        for fn in fns.values():  # warm-up: allocator, oneDNN primitive caches
-            fn()
         secs = interleaved(fns, args.repeats, args.device)
         ref = secs[str(args.reference)]
         for b in args.batches:
@@ -68,6 +79,8 @@ def main() -> None:
             print(f"{name:14s} batch {b:5d}: {args.images / s:8.0f} images/s, x{ref / s:.2f} of batch {args.reference}")
         best = min(secs, key=secs.get)
         print(f"{name:14s} best batch {best}: speed-up over batch {args.reference} x{ref / secs[best]:.2f}")
+        diff = max((logits[b] - logits[args.reference]).abs().max().item() for b in args.batches)
+        print(f"{name:14s} max |logit difference| to batch {args.reference}: {diff:.3g}")
         if args.robustness:
             rob_images = images[:args.robustness]
             labels = torch.zeros(len(rob_images), dtype=torch.long)
