@@ -23,6 +23,7 @@ from noisystudent.robustness import (
     corrupt,
     corruption_errors,
     fgsm_accuracy,
+    flip_counts,
     flip_rate,
     relative_mce,
     robustness_report,
@@ -275,6 +276,21 @@ def test_flip_rate_counts_translation_changes():
     x = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
     x[..., 0, 0] = 255  # only the top-left pixel is bright: it leaves (0, 0) at frame 1 and stays away
     assert flip_rate(FirstPixel(), x, mean=MEAN, std=STD, frames=5) == pytest.approx(1 / 4)
+
+
+def test_flip_counts_are_per_image_and_sum_to_the_rate(resnet):
+    class FirstPixel(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], dim=1)
+
+    x = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
+    x[0, :, 0, 0] = 255  # image 0 flips once (its bright pixel leaves (0, 0)); image 1 stays dark, never flips
+    assert flip_counts(FirstPixel(), x, mean=MEAN, std=STD, frames=5).tolist() == [1, 0]
+    y = random_images(10, 1, 8, seed=3)
+    for kind in ("translate", "noise"):
+        counts = flip_counts(resnet, y, mean=MEAN, std=STD, kind=kind, frames=5, seed=4)
+        assert counts.shape == (10,) and counts.min() >= 0 and counts.max() <= 4
+        assert flip_rate(resnet, y, mean=MEAN, std=STD, kind=kind, frames=5, seed=4) == int(counts.sum()) / 40
 
 
 def test_fgsm_epsilon_zero_is_clean_accuracy(resnet):

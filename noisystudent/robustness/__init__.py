@@ -17,6 +17,7 @@ from noisystudent.robustness.corruptions import (
 from noisystudent.robustness.metrics import (
     corruption_errors,
     fgsm_accuracy,
+    flip_counts,
     flip_rate,
     relative_mce,
     robustness_report,
@@ -30,6 +31,7 @@ __all__ = [
     "corrupt",
     "corruption_errors",
     "fgsm_accuracy",
+    "flip_counts",
     "flip_rate",
     "relative_mce",
     "robustness_report",

@@ -157,17 +157,16 @@ def noise_frame(images: torch.Tensor, sigma: float, gen: torch.Generator) -> tor
     return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def flip_rate(model: torch.nn.Module, images: torch.Tensor, *, mean: Any, std: Any,
-              device: torch.device | str = "cpu", kind: str = "translate", frames: int = 10, seed: int = 0,
-              batch_size: int = INFERENCE_BATCH, noise_sigma: float = FLIP_NOISE_SIGMA) -> float:
-    """ImageNet-P flip probability: how often the top-1 prediction changes along a sequence.
+def flip_counts(model: torch.nn.Module, images: torch.Tensor, *, mean: Any, std: Any,
+                device: torch.device | str = "cpu", kind: str = "translate", frames: int = 10, seed: int = 0,
+                batch_size: int = INFERENCE_BATCH, noise_sigma: float = FLIP_NOISE_SIGMA) -> torch.Tensor:
+    """(N,) int64: for each image, how many of its `frames - 1` comparisons changed the top-1 prediction.
 
     kind="translate": frame t is the image rolled by t pixels (wrapping around) in a random
     direction per image (right, left, down or up), t = 0 .. frames - 1; counts the consecutive
     pairs (t - 1, t) whose predictions differ. kind="noise": `frames` independent noisy copies
     (Gaussian, std `noise_sigma` in [0, 1] units, frame 0 noisy too, rounded to uint8); counts
     the frames t >= 1 whose prediction differs from frame 0's, as ImageNet-P does for noise.
-    Returns flips / (N * (frames - 1)), in [0, 1].
     """
     if kind not in FLIP_KINDS:
         raise UserError(f"kind must be one of {', '.join(FLIP_KINDS)}, got {kind!r}")
@@ -175,8 +174,8 @@ def flip_rate(model: torch.nn.Module, images: torch.Tensor, *, mean: Any, std: A
         raise UserError(f"frames must be an integer >= 2, got {frames!r}")
     check_inputs(images)
     mean, std = stats(mean, std)
-    flips = 0
-    for _, block, block_seed in iter_blocks(images, device, seed):
+    counts = torch.zeros(len(images), dtype=torch.long)
+    for rows, block, block_seed in iter_blocks(images, device, seed):
         gen = torch.Generator(device=block.device).manual_seed(block_seed)
         direction = torch.randint(0, 4, (len(block),), generator=gen, device=block.device)
         reference = None  # predictions of the previous frame (translate) or of frame 0 (noise)
@@ -187,10 +186,17 @@ def flip_rate(model: torch.nn.Module, images: torch.Tensor, *, mean: Any, std: A
                 frame = noise_frame(block, noise_sigma, gen)
             pred = predict_labels(model, frame, mean=mean, std=std, device=device, batch_size=batch_size)
             if reference is not None:
-                flips += int((pred != reference).sum())
+                counts[rows] += (pred != reference).long()
             if kind == "translate" or reference is None:
                 reference = pred
-    return flips / (len(images) * (frames - 1))
+    return counts
+
+
+def flip_rate(model: torch.nn.Module, images: torch.Tensor, *, frames: int = 10, **kw: Any) -> float:
+    """ImageNet-P flip probability: how often the top-1 prediction changes along a sequence
+    (`flip_counts` has the sequences and the options). Returns flips / (N * (frames - 1)), in [0, 1]."""
+    counts = flip_counts(model, images, frames=frames, **kw)
+    return int(counts.sum()) / (len(images) * (frames - 1))
 
 
 # ----------------------------------------------------------------------------------------------
