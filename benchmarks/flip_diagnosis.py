@@ -101,13 +101,17 @@ def masked_noise_flips(model: torch.nn.Module, images: torch.Tensor, where: torc
 def checkpoints(args: argparse.Namespace) -> list[Path]:
     paths = [Path(p) for p in args.models]
     for run in args.run_dirs:
-        paths += sorted(Path(run).glob("round-*/model.safetensors"), key=lambda p: int(p.parent.name.split("-")[1]))
+        found = sorted(Path(run).glob("round-*/model.safetensors"), key=lambda p: int(p.parent.name.split("-")[1]))
+        if not found:
+            raise SystemExit(f"{run}: not a run directory with round-*/model.safetensors (give checkpoint files "
+                             "before --run-dirs)")
+        paths += found
     return paths
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="*", help="checkpoint files (model.safetensors); the first is the baseline")
+    ap.add_argument("models", nargs="*", help="checkpoint files (model.safetensors)")
     ap.add_argument("--run-dirs", nargs="*", default=[], help="run directories: every round's checkpoint")
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--images", type=int, default=2000, help="seeded subset of the test set (0: all)")
@@ -129,6 +133,8 @@ def main() -> None:
     print(f"{len(images)} test images (split seed {args.split_seed}); flip rates over {args.frames} noisy frames, "
           f"seed 0; linear prediction at sigma {FLIP_NOISE_SIGMA}")
     shift_lut, spread_lut = pixel_noise_moments(FLIP_NOISE_SIGMA)
+    print(f"that noise, rounded and clipped, on a black pixel: mean {255 * shift_lut[0]:+.1f} gray levels, std "
+          f"{255 * spread_lut[0]:.1f}; on a mid-gray one (128): mean {255 * shift_lut[128]:+.1f}, std {255 * spread_lut[128]:.1f}")
     pixels = images.flatten(1).long()
     shift, spread = shift_lut[pixels], spread_lut[pixels]
 
