@@ -38,7 +38,6 @@ import torch
 from common import machine_line
 from noisystudent.checkpoint import load_model
 from noisystudent.data.sources import load_idx
-from noisystudent.inference import iter_logits
 from noisystudent.evaluate import predict_labels
 from noisystudent.robustness import flip_counts
 from noisystudent.robustness.metrics import FLIP_NOISE_SIGMA, noise_frame
@@ -61,6 +60,7 @@ def margins_and_gradients(model: torch.nn.Module, images: torch.Tensor, mean: to
     probs, margins, grads = [], [], []
     for start in range(0, len(images), batch):
         x = (images[start:start + batch].float() / 255).requires_grad_(True)
+        # normalised as to_model_input does, but out of place: the gradient flows back to x
         logits = model(((x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).contiguous(memory_format=torch.channels_last))
         top2 = logits.topk(2, dim=1)
         margin = top2.values[:, 0] - top2.values[:, 1]
@@ -146,7 +146,7 @@ def main() -> None:
     for path in paths:
         model, meta = load_model(path)
         mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
-        pred = torch.cat([logits.argmax(1) for _, logits in iter_logits(model, images, mean=mean, std=std)])
+        pred = predict_labels(model, images, mean=mean, std=std)
         right = pred == labels
         counts = [flip_counts(model, images, mean=mean, std=std, kind="noise", frames=args.frames, seed=0,
                               noise_sigma=s).float() / (args.frames - 1) for s in args.sigmas]
