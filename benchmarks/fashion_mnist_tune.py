@@ -49,6 +49,16 @@ working time for rounds 1..K (pseudo-labeling and evaluation included, pauses be
 
 Prints one row per variant and seed: validation accuracy, pseudo-labels kept and their accuracy,
 minutes of training (rounds 1..K); then mean +- std per variant.
+
+`--teacher T` replaces the shared round-0 teacher (default r8, the config's); `--variants` with no
+name trains and prints the teachers only (validation accuracy of round 0, mean +- std over seeds):
+
+  r8              the config's teacher: resnet8, 150 passes over the 1,000 labels, flip and crop only
+  r8-e300         the same for 300 passes
+  r8-noise-e300   noised like a student (noise.noise_teacher: rand-n2-m5, dropout 0.5, stochastic depth
+                  0.2) for 300 passes: the paper's teacher is trained with the same noise
+  w16-noise-e300  the same with the students' architecture, resnet32_w16 (about 2.6x resnet8's cost per
+                  image); with model.warm_start the round-1 student then starts from the teacher
 """
 
 from __future__ import annotations
@@ -98,6 +108,15 @@ VARIANTS = {
     "m5-lr04-w16-warm": W16_WARM,
     "m5-lr04-w16-warm-input": [*W16_WARM, "noise.dropout=0", "noise.drop_path=0"],
 }
+TEACHER_NOISE = ["noise.noise_teacher=true", "noise.randaugment=rand-n2-m5", "noise.dropout=0.5",
+                 "noise.drop_path=0.2"]
+# teacher -> (round-0 model, None = the config's resnet8; overrides of the teacher's training)
+TEACHERS = {
+    "r8": (None, []),
+    "r8-e300": (None, ["teacher.epochs=300"]),
+    "r8-noise-e300": (None, [*TEACHER_NOISE, "teacher.epochs=300"]),
+    "w16-noise-e300": ("resnet32_w16", [*TEACHER_NOISE, "teacher.epochs=300"]),
+}
 # variant -> (variant, round): rounds 1..round are the same computation in both (same settings, same
 # seeds), so a finished run of the second lends them to the first instead of training them again
 SHARED_ROUNDS = {"m5-lr04-warm": ("m5-lr04", 1),  # a student larger than resnet8: warm start does not apply
@@ -119,6 +138,14 @@ def borrow_rounds(src: Path, dst: Path, last: int) -> bool:
     return True
 
 
+def with_teacher(cfg: Config, model: str | None, rounds: int) -> Config:
+    """`cfg` with round 0's architecture replaced by `model` (None: unchanged); rounds 1..rounds keep theirs."""
+    if model is None:
+        return cfg
+    names = [model, *(cfg.model_for_round(k) for k in range(1, rounds + 1))]
+    return cfg.with_overrides([f"model.names=[{','.join(names)}]"])
+
+
 def train_minutes(records: list[dict]) -> dict[int, float]:
     """Training minutes per round, from a run directory's metrics records."""
     return {k: s / 60 for k, s in _round_seconds(records).items()}
@@ -133,7 +160,9 @@ def working_minutes(records: list[dict], run_dir: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                    help="student variants (none: train and print the teachers only)")
+    ap.add_argument("--teacher", default="r8", choices=list(TEACHERS), help="the shared round-0 teacher")
     ap.add_argument("--rounds", type=int, default=1, help="noisy-student rounds per variant (default 1)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "fmnist-tune")
@@ -144,22 +173,32 @@ def main() -> None:
     base = Config.from_yaml(CONFIG).with_overrides(BASE + args.overrides)
     print(machine_line())
     print(f"command: python benchmarks/fashion_mnist_tune.py {' '.join(sys.argv[1:])}")
+    t_model, t_overrides = TEACHERS[args.teacher]
+    t_name = "teacher" if args.teacher == "r8" else f"teacher-{args.teacher}"  # r8: the run names of before
+    suffix = "" if args.teacher == "r8" else f"-{t_name}"  # of the variants' runs
     rows: dict[str, list[dict]] = {v: [] for v in args.variants}
+    t_rows: list[dict] = []
     t0 = time.perf_counter()
     for seed in args.seeds:
-        seeded = base.with_overrides([f"out_dir={args.out_dir}", f"seed={seed}", f"data.split_seed={seed}"])
-        teacher = seeded.with_overrides([f"name=seed{seed}-teacher", "pipeline.rounds=0"])
+        seeded = base.with_overrides([f"out_dir={args.out_dir}", f"seed={seed}", f"data.split_seed={seed}",
+                                      *t_overrides])
+        teacher = with_teacher(seeded.with_overrides([f"name=seed{seed}-{t_name}",
+                                                      "pipeline.rounds=0"]), t_model, 0)
         t_row = run(teacher, progress=False).rows[0]
-        print(f"seed {seed} teacher {teacher.model_for_round(0)}: validation {100 * t_row['test_accuracy']:.2f}% "
-              f"({train_minutes(read_metrics(args.out_dir / teacher.name / 'metrics.jsonl')).get(0, 0.0):.1f} min)", flush=True)
+        t_row["minutes"] = train_minutes(read_metrics(args.out_dir / teacher.name / "metrics.jsonl")).get(0, 0.0)
+        t_rows.append(t_row)
+        print(f"seed {seed} teacher {args.teacher} ({teacher.model_for_round(0)}): validation "
+              f"{100 * t_row['test_accuracy']:.2f}% ({t_row['minutes']:.1f} min)", flush=True)
         for name in args.variants:
-            cfg = seeded.with_overrides([f"name=seed{seed}-{name}", f"pipeline.rounds={args.rounds}", *VARIANTS[name]])
+            cfg = with_teacher(seeded.with_overrides([f"name=seed{seed}-{name}{suffix}",
+                                                      f"pipeline.rounds={args.rounds}", *VARIANTS[name]]),
+                               t_model, args.rounds)
             if not (args.out_dir / cfg.name / "round-0" / "model.json").exists():
                 shutil.copytree(args.out_dir / teacher.name / "round-0", args.out_dir / cfg.name / "round-0",
                                 dirs_exist_ok=True)
             if name in SHARED_ROUNDS:
                 other, last = SHARED_ROUNDS[name]
-                if borrow_rounds(args.out_dir / f"seed{seed}-{other}", args.out_dir / cfg.name, last):
+                if borrow_rounds(args.out_dir / f"seed{seed}-{other}{suffix}", args.out_dir / cfg.name, last):
                     shared = f"round {last} is" if last == 1 else f"rounds 1-{last} are"
                     print(f"seed {seed} {name}: {shared} {other}'s (the same computation), copied", flush=True)
             result = run(cfg, progress=False).rows
@@ -179,6 +218,13 @@ def main() -> None:
                   f"{100 * r['teacher']:.2f}%), kept {r['pseudo_labels_kept']:,} at "
                   f"{100 * r['pseudo_label_accuracy_selected']:.1f}% correct, {r['minutes']:.1f} min", flush=True)
     print(f"\nwhole run {(time.perf_counter() - t0) / 60:.1f} min; config {CONFIG.name} with {BASE + args.overrides}")
+    acc = [100 * r["test_accuracy"] for r in t_rows]
+    spread = f" +- {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
+    print(f"teacher {args.teacher} {t_model or base.model_for_round(0)} {t_overrides}: validation "
+          f"{statistics.mean(acc):.2f}{spread}% ({', '.join(f'{a:.2f}' for a in acc)}), training "
+          f"{statistics.mean(r['minutes'] for r in t_rows):.1f} min, {len(acc)} seeds")
+    if not args.variants:
+        return
     rounds = f" (rounds 1-{args.rounds})" if args.rounds > 1 else ""
     print(f"| variant | round-{args.rounds} validation accuracy % | gain over teacher (points) | "
           f"training min{rounds} | seeds |")

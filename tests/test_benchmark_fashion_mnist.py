@@ -297,3 +297,33 @@ def test_tune_borrows_the_shared_rounds_with_their_metrics(bench, tmp_path):
     assert copied == stages[:5]  # up to round 1's evaluation: not the source's later sitting
     assert tune.train_minutes(tune.read_metrics(dst / "metrics.jsonl")) == {1: 1.0}
     assert not tune.borrow_rounds(src, dst, 1)  # already there: left alone
+
+
+@pytest.fixture(scope="module")
+def tune():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("fashion_mnist_tune_bench", BENCH / "fashion_mnist_tune.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_a_tuned_teacher_replaces_round_zero_only(tune):
+    from noisystudent import Config
+
+    base = Config.from_yaml(tune.CONFIG).with_overrides([*tune.BASE, "pipeline.rounds=3",
+                                                         *tune.VARIANTS["m5-lr04-w16-warm"]])
+    assert tune.with_teacher(base, None, 3) is base
+    cfg = tune.with_teacher(base, "resnet44_w16", 3)
+    assert [cfg.model_for_round(k) for k in range(4)] == ["resnet44_w16"] + ["resnet32_w16"] * 3
+    # a variant whose one model name serves teacher and student keeps the student's
+    short = base.with_overrides(["pipeline.rounds=1", *tune.VARIANTS["r8-e10"]])
+    assert tune.with_teacher(short, "resnet32_w16", 1).model.names == ["resnet32_w16", "resnet8"]
+    # every tuned teacher is a resolvable config: its model exists and its overrides apply
+    from noisystudent.models import list_models
+    for model, overrides in tune.TEACHERS.values():
+        assert model is None or model in list_models()
+        base.with_overrides(overrides)
