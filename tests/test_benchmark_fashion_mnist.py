@@ -327,3 +327,20 @@ def test_a_tuned_teacher_replaces_round_zero_only(tune):
     for model, overrides in tune.TEACHERS.values():
         assert model is None or model in list_models()
         base.with_overrides(overrides)
+
+
+def test_soft_label_stats_of_sharp_and_flat_labels():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import torch
+        from teacher_sharpness import soft_label_stats
+    finally:
+        sys.path.remove(str(BENCH))
+    probs = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.05, 0.95, 0.0, 0.0]])
+    s = soft_label_stats(probs, torch.tensor([0, 3, 0]))
+    assert s["accuracy"] == pytest.approx(1 / 3)  # the flat row's argmax is class 0, not 3; the third is wrong
+    assert s["mean_top1"] == pytest.approx((1 + 0.25 + 0.95) / 3)
+    assert s["above_0.9"] == pytest.approx(2 / 3)
+    expected = (torch.log(torch.tensor(4.0)) - 0.05 * torch.log(torch.tensor(0.05)) - 0.95 * torch.log(torch.tensor(0.95))) / 3
+    assert s["entropy"] == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.isnan(torch.tensor(soft_label_stats(probs, None)["accuracy"]))

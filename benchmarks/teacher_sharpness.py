@@ -1,0 +1,65 @@
+"""How accurate and how sharp a teacher's soft pseudo-labels are on its run's unlabeled pool.
+
+    python benchmarks/teacher_sharpness.py runs/fmnist-tune/seed0-teacher runs/fmnist-tune/seed0-teacher-r8-e300
+    python benchmarks/teacher_sharpness.py --round 2 runs/fashion-mnist
+
+Two teachers of the same accuracy can hand their student very different targets: one trained to a
+near-zero loss puts almost all its probability on its top class, one trained with noise spreads it.
+For each run directory this loads the model of `--round` (default 0, the teacher), rebuilds the
+run's data from its saved config.yaml (so the unlabeled pool is the one that run pseudo-labeled,
+validation split included) and prints, over the whole pool, with the clean model (eval mode, no
+augmentation) and the pseudo-labeling temperature 1: the top-1 accuracy against the pool's true
+labels, the mean top-1 probability, the share of images whose top-1 probability is above 0.9 and the
+mean entropy of the soft label in nats. The pool's labels are only read to score (Fashion-MNIST's
+unlabeled images keep theirs); a pool without labels prints no accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import yaml
+
+from common import machine_line
+from noisystudent import Config
+from noisystudent.checkpoint import load_model
+from noisystudent.data.build import build_datasets
+from noisystudent.inference import iter_logits
+
+
+def soft_label_stats(probs: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+    """(N, K) probabilities -> accuracy (nan without labels), mean top-1 probability, share above 0.9,
+    mean entropy (nats)."""
+    top = probs.max(1).values
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1)
+    acc = (probs.argmax(1) == labels).float().mean().item() if labels is not None else float("nan")
+    return {"accuracy": acc, "mean_top1": top.mean().item(), "above_0.9": (top > 0.9).float().mean().item(),
+            "entropy": entropy.mean().item()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dirs", nargs="+", type=Path)
+    ap.add_argument("--round", type=int, default=0, help="which round's model (default 0, the teacher)")
+    args = ap.parse_args()
+    print(machine_line())
+    print("| run | model | pool | accuracy % | mean top-1 probability | top-1 > 0.9 % | mean entropy (nats) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for run_dir in args.run_dirs:
+        ckpt = run_dir / f"round-{args.round}" / "model.safetensors"
+        if not ckpt.exists() or not (run_dir / "config.yaml").exists():
+            raise SystemExit(f"{run_dir}: expected a run directory with config.yaml and {ckpt.relative_to(run_dir)}")
+        cfg = Config.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), origin=str(run_dir))
+        pool = build_datasets(cfg.data).unlabeled
+        model, meta = load_model(ckpt)
+        mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
+        probs = torch.cat([logits.softmax(1) for _, logits in iter_logits(model, pool.images, mean=mean, std=std)])
+        s = soft_label_stats(probs, pool.labels)
+        print(f"| {run_dir.name} | {meta['model']['name']} | {len(probs):,} | {100 * s['accuracy']:.2f} | "
+              f"{s['mean_top1']:.3f} | {100 * s['above_0.9']:.1f} | {s['entropy']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
