@@ -57,8 +57,9 @@ name trains and prints the teachers only (validation accuracy of round 0, mean +
   r8-e300         the same for 300 passes
   r8-noise-e300   noised like a student (noise.noise_teacher: rand-n2-m5, dropout 0.5, stochastic depth
                   0.2) for 300 passes: the paper's teacher is trained with the same noise
-  w16-noise-e300  the same with the students' architecture, resnet32_w16 (about 2.6x resnet8's cost per
-                  image); with model.warm_start the round-1 student then starts from the teacher
+  w16-noise-e300  the same with the students' architecture, resnet32_w16 (trained at 450-520 images/s
+                  against resnet8's ~700, configs/fashion_mnist.yaml); with model.warm_start the round-1
+                  student then starts from the teacher. Not run yet (2026-12-06)
 """
 
 from __future__ import annotations
