@@ -14,16 +14,21 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def bench():
+def _load_benchmark(filename: str, module_name: str):
+    """Import benchmarks/<filename> (with benchmarks/ on the path for its own imports) while the tests use it."""
     sys.path.insert(0, str(BENCH))
     try:
-        spec = importlib.util.spec_from_file_location("fashion_mnist_bench", BENCH / "fashion_mnist.py")
+        spec = importlib.util.spec_from_file_location(module_name, BENCH / filename)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         yield module
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    yield from _load_benchmark("fashion_mnist.py", "fashion_mnist_bench")
 
 
 def _log_line(t: float, message: str) -> str:
@@ -301,14 +306,7 @@ def test_tune_borrows_the_shared_rounds_with_their_metrics(bench, tmp_path):
 
 @pytest.fixture(scope="module")
 def tune():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("fashion_mnist_tune_bench", BENCH / "fashion_mnist_tune.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH))
+    yield from _load_benchmark("fashion_mnist_tune.py", "fashion_mnist_tune_bench")
 
 
 def test_a_tuned_teacher_replaces_round_zero_only(tune):
@@ -329,13 +327,15 @@ def test_a_tuned_teacher_replaces_round_zero_only(tune):
         base.with_overrides(overrides)
 
 
-def test_soft_label_stats_of_sharp_and_flat_labels():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import torch
-        from teacher_sharpness import soft_label_stats
-    finally:
-        sys.path.remove(str(BENCH))
+@pytest.fixture(scope="module")
+def sharpness():
+    yield from _load_benchmark("teacher_sharpness.py", "teacher_sharpness_bench")
+
+
+def test_soft_label_stats_of_sharp_and_flat_labels(sharpness):
+    import torch
+
+    soft_label_stats = sharpness.soft_label_stats
     probs = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.05, 0.95, 0.0, 0.0]])
     s = soft_label_stats(probs, torch.tensor([0, 3, 0]))
     assert s["accuracy"] == pytest.approx(1 / 3)  # the flat row's argmax is class 0, not 3; the third is wrong
