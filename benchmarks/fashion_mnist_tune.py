@@ -109,14 +109,15 @@ VARIANTS = {
     "m5-lr04-w16-warm": W16_WARM,
     "m5-lr04-w16-warm-input": [*W16_WARM, "noise.dropout=0", "noise.drop_path=0"],
 }
-TEACHER_NOISE = ["noise.noise_teacher=true", "noise.randaugment=rand-n2-m5", "noise.dropout=0.5",
-                 "noise.drop_path=0.2"]
-# teacher -> (round-0 model, None = the config's resnet8; overrides of the teacher's training)
+# the students' noise of the config, given to the teacher run only (a variant keeps its own students' noise)
+TEACHER_NOISE = ["noise.randaugment=rand-n2-m5", "noise.dropout=0.5", "noise.drop_path=0.2"]
+# teacher -> (round-0 model, None = the config's resnet8; overrides of the teacher's training, also saved
+# in the variants' configs; overrides of the teacher run only)
 TEACHERS = {
-    "r8": (None, []),
-    "r8-e300": (None, ["teacher.epochs=300"]),
-    "r8-noise-e300": (None, [*TEACHER_NOISE, "teacher.epochs=300"]),
-    "w16-noise-e300": ("resnet32_w16", [*TEACHER_NOISE, "teacher.epochs=300"]),
+    "r8": (None, [], []),
+    "r8-e300": (None, ["teacher.epochs=300"], []),
+    "r8-noise-e300": (None, ["teacher.epochs=300", "noise.noise_teacher=true"], TEACHER_NOISE),
+    "w16-noise-e300": ("resnet32_w16", ["teacher.epochs=300", "noise.noise_teacher=true"], TEACHER_NOISE),
 }
 # variant -> (variant, round): rounds 1..round are the same computation in both (same settings, same
 # seeds), so a finished run of the second lends them to the first instead of training them again
@@ -174,7 +175,7 @@ def main() -> None:
     base = Config.from_yaml(CONFIG).with_overrides(BASE + args.overrides)
     print(machine_line())
     print(f"command: python benchmarks/fashion_mnist_tune.py {' '.join(sys.argv[1:])}")
-    t_model, t_overrides = TEACHERS[args.teacher]
+    t_model, t_overrides, t_noise = TEACHERS[args.teacher]
     t_name = "teacher" if args.teacher == "r8" else f"teacher-{args.teacher}"  # r8: the run names of before
     suffix = "" if args.teacher == "r8" else f"-{t_name}"  # of the variants' runs
     rows: dict[str, list[dict]] = {v: [] for v in args.variants}
@@ -183,8 +184,8 @@ def main() -> None:
     for seed in args.seeds:
         seeded = base.with_overrides([f"out_dir={args.out_dir}", f"seed={seed}", f"data.split_seed={seed}",
                                       *t_overrides])
-        teacher = with_teacher(seeded.with_overrides([f"name=seed{seed}-{t_name}",
-                                                      "pipeline.rounds=0"]), t_model, 0)
+        teacher = with_teacher(seeded.with_overrides([f"name=seed{seed}-{t_name}", "pipeline.rounds=0",
+                                                      *t_noise]), t_model, 0)
         t_row = run(teacher, progress=False).rows[0]
         t_row["minutes"] = train_minutes(read_metrics(args.out_dir / teacher.name / "metrics.jsonl")).get(0, 0.0)
         t_rows.append(t_row)
@@ -221,7 +222,7 @@ def main() -> None:
     print(f"\nwhole run {(time.perf_counter() - t0) / 60:.1f} min; config {CONFIG.name} with {BASE + args.overrides}")
     acc = [100 * r["test_accuracy"] for r in t_rows]
     spread = f" +- {statistics.stdev(acc):.2f}" if len(acc) > 1 else ""
-    print(f"teacher {args.teacher} {t_model or base.model_for_round(0)} {t_overrides}: validation "
+    print(f"teacher {args.teacher} {t_model or base.model_for_round(0)} {t_overrides + t_noise}: validation "
           f"{statistics.mean(acc):.2f}{spread}% ({', '.join(f'{a:.2f}' for a in acc)}), training "
           f"{statistics.mean(r['minutes'] for r in t_rows):.1f} min, {len(acc)} seeds")
     if not args.variants:

@@ -322,9 +322,10 @@ def test_a_tuned_teacher_replaces_round_zero_only(tune):
     assert tune.with_teacher(short, "resnet32_w16", 1).model.names == ["resnet32_w16", "resnet8"]
     # every tuned teacher is a resolvable config: its model exists and its overrides apply
     from noisystudent.models import list_models
-    for model, overrides in tune.TEACHERS.values():
+    for model, overrides, teacher_only in tune.TEACHERS.values():
         assert model is None or model in list_models()
-        base.with_overrides(overrides)
+        base.with_overrides(overrides + teacher_only)
+        assert not any(o.startswith("noise.") and "noise_teacher" not in o for o in overrides)  # students' own
 
 
 @pytest.fixture(scope="module")
