@@ -31,6 +31,11 @@ def bench():
     yield from _load_benchmark("fashion_mnist.py", "fashion_mnist_bench")
 
 
+@pytest.fixture(scope="module")
+def tune():
+    yield from _load_benchmark("fashion_mnist_tune.py", "fashion_mnist_tune_bench")
+
+
 def _log_line(t: float, message: str) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f",{round(1000 * (t % 1)):03d}"
     return f"{stamp} INFO noisystudent.pipeline: {message}"
@@ -284,10 +289,7 @@ def test_noised_teacher_line_reports_its_own_teacher_and_pairs_with_the_clean_ru
     assert bench.noised_teacher_line([{"noised-teacher": _row(0.84)}]) == ""
 
 
-def test_tune_borrows_the_shared_rounds_with_their_metrics(bench, tmp_path):
-    spec = importlib.util.spec_from_file_location("fashion_mnist_tune", BENCH / "fashion_mnist_tune.py")
-    tune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune)
+def test_tune_borrows_the_shared_rounds_with_their_metrics(tune, tmp_path):
     src, dst = tmp_path / "seed0-a", tmp_path / "seed0-b"
     (src / "round-1").mkdir(parents=True)
     (src / "round-1" / "model.json").write_text("{}")
@@ -302,11 +304,6 @@ def test_tune_borrows_the_shared_rounds_with_their_metrics(bench, tmp_path):
     assert copied == stages[:5]  # up to round 1's evaluation: not the source's later sitting
     assert tune.train_minutes(tune.read_metrics(dst / "metrics.jsonl")) == {1: 1.0}
     assert not tune.borrow_rounds(src, dst, 1)  # already there: left alone
-
-
-@pytest.fixture(scope="module")
-def tune():
-    yield from _load_benchmark("fashion_mnist_tune.py", "fashion_mnist_tune_bench")
 
 
 def test_a_tuned_teacher_replaces_round_zero_only(tune):
