@@ -8,7 +8,7 @@ near-zero loss puts almost all its probability on its top class, one trained wit
 For each run directory this loads the model of `--round` (default 0, the teacher), rebuilds the
 run's data from its saved config.yaml (so the unlabeled pool is the one that run pseudo-labeled,
 validation split included) and prints, over the whole pool, with the clean model (eval mode, no
-augmentation) and the pseudo-labeling temperature 1: the top-1 accuracy against the pool's true
+augmentation) and the run's pseudo-labeling temperature (1 in the config): the top-1 accuracy against the pool's true
 labels, the mean top-1 probability, the share of images whose top-1 probability is above 0.9 and the
 mean entropy of the soft label in nats. The pool's labels are only read to score (Fashion-MNIST's
 unlabeled images keep theirs); a pool without labels prints no accuracy.
@@ -20,13 +20,12 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
 
 from common import machine_line
 from noisystudent import Config
 from noisystudent.checkpoint import load_model
 from noisystudent.data.build import build_datasets
-from noisystudent.inference import iter_logits
+from noisystudent.pseudo_label import predict
 
 
 def soft_label_stats(probs: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
@@ -51,11 +50,15 @@ def main() -> None:
         ckpt = run_dir / f"round-{args.round}" / "model.safetensors"
         if not ckpt.exists() or not (run_dir / "config.yaml").exists():
             raise SystemExit(f"{run_dir}: expected a run directory with config.yaml and {ckpt.relative_to(run_dir)}")
-        cfg = Config.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), origin=str(run_dir))
+        cfg = Config.from_yaml(run_dir / "config.yaml")
         pool = build_datasets(cfg.data).unlabeled
         model, meta = load_model(ckpt)
         mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
-        probs = torch.cat([logits.softmax(1) for _, logits in iter_logits(model, pool.images, mean=mean, std=std)])
+        # the pipeline's own pseudo-labeling, all classes kept; back to (N, K) in class order
+        k = meta["model"]["num_classes"]
+        pl = predict(model, pool.images, mean=mean, std=std, temperature=cfg.pseudo.temperature, topk=k,
+                     batch_size=cfg.pseudo.batch_size, progress=False)
+        probs = torch.zeros(len(pl), k).scatter_(1, pl.topk_index, pl.topk_prob)
         s = soft_label_stats(probs, pool.labels)
         print(f"| {run_dir.name} | {meta['model']['name']} | {len(probs):,} | {100 * s['accuracy']:.2f} | "
               f"{s['mean_top1']:.3f} | {100 * s['above_0.9']:.1f} | {s['entropy']:.3f} |", flush=True)
