@@ -39,6 +39,8 @@ model cost), so the comparison is what a fixed time budget buys:
   m5-lr04-w16-warm-input  m5-lr04-w16-warm without model noise (dropout 0, drop_path 0) in every round:
                 does the warm-started chain, whose students train 3 x 5 passes, do better on input
                 noise alone, as one round does (m5-lr04-input)?
+  m5-lr04-w16-warm-t05  m5-lr04-w16-warm with soft labels at temperature 0.5 (sharpened; the threshold
+                still reads the T=1 confidence): for a teacher whose labels are soft (r8-noise-e300)
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -108,6 +110,7 @@ VARIANTS = {
     "m5-lr04-warm": [*M5_LR04, "model.names=[resnet8,resnet14,resnet14,resnet14]", "model.warm_start=true"],
     "m5-lr04-w16-warm": W16_WARM,
     "m5-lr04-w16-warm-input": [*W16_WARM, "noise.dropout=0", "noise.drop_path=0"],
+    "m5-lr04-w16-warm-t05": [*W16_WARM, "pseudo.temperature=0.5"],
 }
 # the students' noise of the config, given to the teacher run only (a variant keeps its own students' noise)
 TEACHER_NOISE = ["noise.randaugment=rand-n2-m5", "noise.dropout=0.5", "noise.drop_path=0.2"]

@@ -325,6 +325,18 @@ def test_a_tuned_teacher_replaces_round_zero_only(tune):
         assert not any(o.startswith("noise.") and "noise_teacher" not in o for o in overrides)  # students' own
 
 
+def test_every_tune_variant_resolves_and_changes_the_config(tune):
+    from noisystudent import Config
+
+    base = Config.from_yaml(tune.CONFIG).with_overrides(tune.BASE)
+    resolved = {name: base.with_overrides(overrides) for name, overrides in tune.VARIANTS.items()}
+    assert resolved["base"] == base
+    assert resolved["m5-lr04-w16-warm-t05"].pseudo.temperature == 0.5
+    # no two variants are the same computation under different names
+    seen = [c.to_dict() for c in resolved.values()]
+    assert all(seen.count(d) == 1 for d in seen)
+
+
 @pytest.fixture(scope="module")
 def sharpness():
     yield from _load_benchmark("teacher_sharpness.py", "teacher_sharpness_bench")
