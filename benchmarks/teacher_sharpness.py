@@ -26,6 +26,7 @@ from noisystudent import Config
 from noisystudent.checkpoint import load_model
 from noisystudent.data.build import build_datasets
 from noisystudent.pseudo_label import predict
+from noisystudent.targets import Targets
 
 
 def soft_label_stats(probs: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
@@ -58,7 +59,7 @@ def main() -> None:
         k = meta["model"]["num_classes"]
         pl = predict(model, pool.images, mean=mean, std=std, temperature=cfg.pseudo.temperature, topk=k,
                      batch_size=cfg.pseudo.batch_size, progress=False)
-        probs = torch.zeros(len(pl), k).scatter_(1, pl.topk_index, pl.topk_prob)
+        probs = Targets(pl.topk_index, pl.topk_prob).dense(torch.arange(len(pl)), k)
         s = soft_label_stats(probs, pool.labels)
         print(f"| {run_dir.name} | {meta['model']['name']} | {len(probs):,} | {100 * s['accuracy']:.2f} | "
               f"{s['mean_top1']:.3f} | {100 * s['above_0.9']:.1f} | {s['entropy']:.3f} |", flush=True)

@@ -36,6 +36,11 @@ def tune():
     yield from _load_benchmark("fashion_mnist_tune.py", "fashion_mnist_tune_bench")
 
 
+@pytest.fixture(scope="module")
+def sharpness():
+    yield from _load_benchmark("teacher_sharpness.py", "teacher_sharpness_bench")
+
+
 def _log_line(t: float, message: str) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f",{round(1000 * (t % 1)):03d}"
     return f"{stamp} INFO noisystudent.pipeline: {message}"
@@ -335,11 +340,6 @@ def test_every_tune_variant_resolves_and_changes_the_config(tune):
     # no two variants are the same computation under different names
     seen = [c.to_dict() for c in resolved.values()]
     assert all(seen.count(d) == 1 for d in seen)
-
-
-@pytest.fixture(scope="module")
-def sharpness():
-    yield from _load_benchmark("teacher_sharpness.py", "teacher_sharpness_bench")
 
 
 def test_soft_label_stats_of_sharp_and_flat_labels(sharpness):
