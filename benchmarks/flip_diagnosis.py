@@ -25,11 +25,15 @@ median top-1 probability; the linear prediction; the shares of images at z < 1 a
 measured flip rate on the images the model classifies correctly and on those it gets wrong; the
 flip rate when the noise (sigma 0.03) touches only the black background (pixels 0 in the clean
 image) and only the garment (the other pixels). A second table gives the flip rate per true class.
+A third, for the checkpoints with a robustness.json beside them (the pipeline's), splits the
+corruption errors: the mean over the three noise corruptions (Gaussian, shot, impulse), which a
+model trained with pixel noise (noise.pixel_noise) has seen a form of, and over the twelve others.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -98,6 +102,19 @@ def masked_noise_flips(model: torch.nn.Module, images: torch.Tensor, where: torc
     return flips / (len(images) * (frames - 1))
 
 
+NOISE_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise")
+
+
+def corruption_columns(robustness: dict) -> list[str]:
+    """From a robustness.json: mCE, the mean error over NOISE_CORRUPTIONS and over the other corruptions,
+    and the two flip rates, as % strings."""
+    errors = robustness["corruption_error"]
+    noise = [errors[c] for c in NOISE_CORRUPTIONS]
+    others = [e for c, e in errors.items() if c not in NOISE_CORRUPTIONS]
+    return [f"{100 * v:.2f}" for v in (robustness["mce"], sum(noise) / len(noise), sum(others) / len(others),
+                                       robustness["flip_rate"]["translate"], robustness["flip_rate"]["noise"])]
+
+
 def checkpoints(args: argparse.Namespace) -> list[Path]:
     paths = [Path(p) for p in args.models]
     for run in args.run_dirs:
@@ -142,7 +159,7 @@ def main() -> None:
             + ["median top-1 prob", "linear prediction %", "share z < 1 %", "share z < 2 %",
                "flips % on correct", "flips % on wrong", "flips %, noise on the black background only",
                "flips %, noise on the garment only"])
-    rows, per_class = [], []
+    rows, per_class, corruption = [], [], []
     for path in paths:
         model, meta = load_model(path)
         mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
@@ -166,8 +183,14 @@ def main() -> None:
         per_class.append([label] + [f"{100 * float(main_counts[labels == c].mean()):.2f}"
                                     for c in range(len(test.classes))])
         print("| " + " | ".join(rows[-1]) + " |", flush=True)
+        if (path.parent / "robustness.json").exists():
+            corruption.append([label, *corruption_columns(json.loads((path.parent / "robustness.json").read_text()))])
     print()
-    for table_head, table in ((head, rows), (["model"] + list(test.classes), per_class)):
+    tables = [(head, rows), (["model"] + list(test.classes), per_class)]
+    if corruption:
+        tables.append((["model", "mCE %", "noise corruptions, mean error %", "the 12 others, mean error %",
+                        "flip rate translate %", "flip rate noise %"], corruption))
+    for table_head, table in tables:
         print("| " + " | ".join(table_head) + " |")
         print("|" + "---|" * len(table_head))
         for row in table:

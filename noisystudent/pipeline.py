@@ -276,7 +276,7 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
         model,
         labeled=(ctx.data.labeled.images, Targets.from_labels(ctx.data.labeled.labels)),
         unlabeled=unlabeled, cfg=tcfg, num_classes=ctx.num_classes, mean=ctx.mean, std=ctx.std,
-        augmentation=Augmentation(randaugment=ra, **weak), seed=cfg.seed, device=ctx.device,
+        augmentation=Augmentation(randaugment=ra, pixel_noise=cfg.noise.pixel_noise if noised else 0.0, **weak), seed=cfg.seed, device=ctx.device,
         teacher=teacher, teacher_augmentation=Augmentation(**weak), temperature=cfg.pseudo.temperature,
         evaluation=None if test is None else Evaluation(test.images, test.labels, cfg.pseudo.batch_size),
         state_path=rdir / "train_state.safetensors", metrics=ctx.metrics, tag=f"round-{k}",

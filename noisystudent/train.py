@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from noisystudent.augment import RandAugment, random_crop_flip
+from noisystudent.augment import RandAugment, gaussian_pixel_noise, random_crop_flip
 from noisystudent.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 from noisystudent.config import TrainConfig
 from noisystudent.distributed import Dist, rank_rows
@@ -56,6 +56,8 @@ class Augmentation:
     crop_pad: int = 0                       # pixels
     flip: bool = False
     randaugment: RandAugment | None = None  # input noise (students; teachers only when noised)
+    pixel_noise: float = 0.0                # input noise: max per-image std of Gaussian pixel noise,
+                                            # in units of the pixel range (0 = off)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = images
@@ -63,6 +65,8 @@ class Augmentation:
             x = random_crop_flip(x, pad=self.crop_pad, flip=self.flip, generator=generator)
         if self.randaugment is not None:
             x = self.randaugment(x, generator=generator)
+        if self.pixel_noise:
+            x = gaussian_pixel_noise(x, self.pixel_noise, generator=generator)
         return x
 
 

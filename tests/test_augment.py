@@ -1,4 +1,4 @@
-"""Tests for noisystudent.augment: the batched ops, RandAugment, spec strings and crop/flip.
+"""Tests for noisystudent.augment: the batched ops, RandAugment, spec strings, crop/flip and pixel noise.
 
 The per-image PIL RandAugment in benchmarks/pil_randaugment.py (shared with benchmarks/augment.py)
 is the reference: every op must give PIL's result pixel for pixel (the four ImageEnhance ops, which
@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noisystudent.augment import OPS, RandAugment, parse_randaugment_spec, random_crop_flip
+from noisystudent.augment import OPS, RandAugment, gaussian_pixel_noise, parse_randaugment_spec, random_crop_flip
 from noisystudent.augment import native
 from noisystudent.augment import ops as O
 from noisystudent.augment import randaugment as R
@@ -703,3 +703,50 @@ def test_crop_flip_repeats_with_a_seed_and_flips_about_half():
     is_same = (flipped == x).flatten(1).all(1)
     assert (is_flipped ^ is_same).all()
     assert 0.45 < is_flipped.float().mean().item() < 0.55
+
+
+# ------------------------------------------------------------------------------------------------
+# gaussian_pixel_noise
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pixel_noise_shape_dtype_device_and_off_at_zero(device):
+    x = images(6, 3, 8, device=device, low=0, high=256)
+    out = gaussian_pixel_noise(x, 0.0, generator=gen(0, device))
+    assert torch.equal(out, x) and out.data_ptr() != x.data_ptr()
+    out = gaussian_pixel_noise(x, 0.1, generator=gen(0, device))
+    assert out.shape == x.shape and out.dtype == torch.uint8 and out.device == x.device
+    assert not torch.equal(out, x)
+    assert gaussian_pixel_noise(x[:0], 0.1, generator=gen(0, device)).shape == (0, 3, 8, 8)
+
+
+def test_pixel_noise_std_is_drawn_per_image_up_to_the_maximum():
+    """On mid-gray images (no clipping) each image's noise has its own std, spread evenly over
+    [0, max_std * 255] gray levels, with mean 0 (rounding adds at most 1/12 of a level squared)."""
+    x = torch.full((400, 1, 32, 32), 128, dtype=torch.uint8)
+    out = gaussian_pixel_noise(x, 0.08, generator=gen(3))  # std up to 20.4 gray levels
+    noise = (out.float() - 128).flatten(1)
+    stds = noise.std(1)
+    assert abs(noise.mean().item()) < 0.1
+    assert stds.max().item() < 20.4 * 1.1 and stds.min().item() < 1.5
+    quartiles = torch.quantile(stds, torch.tensor([0.25, 0.5, 0.75]))
+    assert torch.allclose(quartiles, torch.tensor([5.1, 10.2, 15.3]), atol=1.2)  # uniform in [0, 20.4]
+
+
+def test_pixel_noise_clips_at_the_pixel_range_and_repeats_with_a_seed():
+    black = torch.zeros((50, 1, 16, 16), dtype=torch.uint8)
+    white = torch.full((50, 1, 16, 16), 255, dtype=torch.uint8)
+    a = gaussian_pixel_noise(black, 0.1, generator=gen(5))
+    assert (a > 0).any() and torch.equal(a, gaussian_pixel_noise(black, 0.1, generator=gen(5)))
+    assert not torch.equal(a, gaussian_pixel_noise(black, 0.1, generator=gen(6)))
+    # clipped at 0: the black background only brightens, so its mean rises (the robustness suite's noise too)
+    assert a.float().mean().item() > 1.0
+    assert (gaussian_pixel_noise(white, 0.1, generator=gen(5)) < 255).any()
+
+
+def test_pixel_noise_rejects_a_std_outside_the_pixel_range():
+    x = images(2, 1, 8, low=0, high=256)
+    for bad in (-0.01, 1.5):
+        with pytest.raises(ValueError, match="max_std must be in"):
+            gaussian_pixel_noise(x, bad)

@@ -41,6 +41,11 @@ def sharpness():
     yield from _load_benchmark("teacher_sharpness.py", "teacher_sharpness_bench")
 
 
+@pytest.fixture(scope="module")
+def flips():
+    yield from _load_benchmark("flip_diagnosis.py", "flip_diagnosis_bench")
+
+
 def _log_line(t: float, message: str) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f",{round(1000 * (t % 1)):03d}"
     return f"{stamp} INFO noisystudent.pipeline: {message}"
@@ -354,3 +359,13 @@ def test_soft_label_stats_of_sharp_and_flat_labels(sharpness):
     expected = (torch.log(torch.tensor(4.0)) - 0.05 * torch.log(torch.tensor(0.05)) - 0.95 * torch.log(torch.tensor(0.95))) / 3
     assert s["entropy"] == pytest.approx(expected.item(), rel=1e-5)
     assert torch.isnan(torch.tensor(soft_label_stats(probs, None)["accuracy"]))
+
+
+def test_flip_diagnosis_splits_noise_corruptions_from_the_others(flips):
+    from noisystudent.robustness import CORRUPTIONS
+
+    errors = {c: (0.4 if c in flips.NOISE_CORRUPTIONS else 0.1) for c in CORRUPTIONS}
+    errors["gaussian_noise"] = 0.7
+    robustness = {"corruption_error": errors, "mce": 0.2, "flip_rate": {"translate": 0.031, "noise": 0.0579}}
+    assert set(flips.NOISE_CORRUPTIONS) < set(CORRUPTIONS) and len(CORRUPTIONS) == 15
+    assert flips.corruption_columns(robustness) == ["20.00", "50.00", "10.00", "3.10", "5.79"]

@@ -51,6 +51,7 @@ def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
     ("noise.noise_teacher=1", "noise.noise_teacher: expected true or false"),
     ("pseudo.mode=fuzzy", "pseudo.mode: 'fuzzy' is not one of soft, hard"),
     ("pseudo.threshold=1.5", "pseudo.threshold: expected a value in [0.0, 1.0)"),
+    ("noise.pixel_noise=-0.1", "noise.pixel_noise: expected a value in [0.0, 1.0]"),
     ("teacher.epochs", "expected KEY=VALUE"),
     ("data.workers=-1", "data.workers"),
     ("data.validation=-5", "data.validation"),
@@ -86,13 +87,14 @@ def test_hash_ignores_where_the_run_is_written_and_diff_names_changes():
     assert diff_keys(a.hash_dict(), c.hash_dict()) == ["pseudo.mode", "teacher.epochs"]
 
 
-def test_settings_added_later_leave_the_hash_at_their_default():
-    # run directories and benchmark records made before model.warm_start existed keep their hash
+@pytest.mark.parametrize(("section", "key", "other"), [("model", "warm_start", "true"), ("noise", "pixel_noise", "0.05")])
+def test_settings_added_later_leave_the_hash_at_their_default(section, key, other):
+    # run directories and benchmark records made before the setting existed keep their hash
     a = Config()
-    assert "warm_start" not in a.hash_dict()["model"]
-    assert a.hash() == a.with_overrides(["model.warm_start=false"]).hash()
-    warm = a.with_overrides(["model.warm_start=true"])
-    assert warm.hash() != a.hash() and diff_keys(a.hash_dict(), warm.hash_dict()) == ["model.warm_start"]
+    assert key not in a.hash_dict()[section]
+    assert a.hash() == a.with_overrides([f"{section}.{key}={getattr(getattr(a, section), key)}"]).hash()
+    changed = a.with_overrides([f"{section}.{key}={other}"])
+    assert changed.hash() != a.hash() and diff_keys(a.hash_dict(), changed.hash_dict()) == [f"{section}.{key}"]
 
 
 def test_inference_batch_size_does_not_change_the_hash():

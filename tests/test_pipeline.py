@@ -87,6 +87,28 @@ def test_consistency_variant_and_noised_teacher(tmp_path):
     assert meta["model"]["drop_rate"] == pytest.approx(0.5)  # the teacher was noised too
 
 
+@pytest.mark.parametrize("noise_teacher", [False, True])
+def test_pixel_noise_reaches_the_noised_trainings_only(tmp_path, monkeypatch, noise_teacher):
+    import noisystudent.pipeline as pipeline
+
+    seen = {}
+
+    def spy(model, *, augmentation, tag, **kw):
+        seen[tag] = augmentation
+        return train(model, augmentation=augmentation, tag=tag, **kw)
+
+    train = pipeline.train
+    monkeypatch.setattr(pipeline, "train", spy)
+    cfg = tiny(tmp_path, "pipeline.rounds=1", "teacher.epochs=1", "student.epochs=1", "noise.pixel_noise=0.05",
+               f"noise.noise_teacher={str(noise_teacher).lower()}")
+    run(cfg, progress=False)
+    assert seen["round-1"].pixel_noise == 0.05
+    assert seen["round-0"].pixel_noise == (0.05 if noise_teacher else 0.0)
+    black = torch.zeros((8, 1, 8, 8), dtype=torch.uint8)
+    assert (seen["round-1"](black, torch.Generator().manual_seed(0)) > 0).any()  # the noise is applied
+    assert noise_teacher or not seen["round-0"](black, torch.Generator().manual_seed(0)).any()
+
+
 def test_smaller_student_warns(tmp_path, caplog):
     cfg = tiny(tmp_path, "pipeline.rounds=1", "model.names=[resnet14, resnet8]", "teacher.epochs=1")
     run(cfg, progress=False)

@@ -1,6 +1,7 @@
 """Batched, per-sample image augmentation on (B, C, H, W) uint8 tensors (any device).
 
 - `RandAugment`: the student's input noise (RandAugment, timm-like specs such as "rand-n2-m9").
+- `gaussian_pixel_noise`: per-sample Gaussian noise on every pixel (an input noise besides RandAugment).
 - `random_crop_flip`: the weak augmentation used by every training run.
 - `OPS`: the RandAugment op names, in draw order; see `noisystudent.augment.ops` for the
   magnitude table.
@@ -8,6 +9,7 @@
 
 from noisystudent.augment.basic import random_crop_flip
 from noisystudent.augment.ops import OPS
+from noisystudent.augment.pixel import gaussian_pixel_noise
 from noisystudent.augment.randaugment import RandAugment, parse_randaugment_spec
 
-__all__ = ["OPS", "RandAugment", "parse_randaugment_spec", "random_crop_flip"]
+__all__ = ["OPS", "RandAugment", "gaussian_pixel_noise", "parse_randaugment_spec", "random_crop_flip"]

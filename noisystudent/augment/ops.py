@@ -117,6 +117,11 @@ def normal(shape: tuple[int, ...], generator: torch.Generator | None, device: to
     return torch.randn(shape, generator=generator, device=_rng_device(generator, device)).to(device)
 
 
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform float32 in [0, 1) of `shape` on `device`."""
+    return torch.rand(shape, generator=generator, device=_rng_device(generator, device)).to(device)
+
+
 def randint(
     low: int, high: int, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
