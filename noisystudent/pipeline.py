@@ -270,13 +270,14 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
             _warm_start(model, k, name, cfg.model_for_round(k - 1), previous)
     weak = dict(crop_pad=cfg.augment.crop_pad, flip=cfg.augment.flip)
     ra = RandAugment.from_spec(cfg.noise.randaugment) if noised and cfg.noise.randaugment else None
+    augmentation = Augmentation(randaugment=ra, pixel_noise=cfg.noise.pixel_noise if noised else 0.0, **weak)
     tcfg = cfg.student if k > 0 else cfg.teacher
     test = ctx.data.test
     result = train(
         model,
         labeled=(ctx.data.labeled.images, Targets.from_labels(ctx.data.labeled.labels)),
         unlabeled=unlabeled, cfg=tcfg, num_classes=ctx.num_classes, mean=ctx.mean, std=ctx.std,
-        augmentation=Augmentation(randaugment=ra, pixel_noise=cfg.noise.pixel_noise if noised else 0.0, **weak), seed=cfg.seed, device=ctx.device,
+        augmentation=augmentation, seed=cfg.seed, device=ctx.device,
         teacher=teacher, teacher_augmentation=Augmentation(**weak), temperature=cfg.pseudo.temperature,
         evaluation=None if test is None else Evaluation(test.images, test.labels, cfg.pseudo.batch_size),
         state_path=rdir / "train_state.safetensors", metrics=ctx.metrics, tag=f"round-{k}",
