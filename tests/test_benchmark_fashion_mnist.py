@@ -14,36 +14,26 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _load_benchmark(filename: str, module_name: str):
-    """Import benchmarks/<filename> (with benchmarks/ on the path for its own imports) while the tests use it."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(module_name, BENCH / filename)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH))
+def _benchmark_fixture(filename: str):
+    """A module-scoped fixture importing benchmarks/<filename> (with benchmarks/ on the path for its own
+    imports) while the tests use it."""
+    @pytest.fixture(scope="module")
+    def fixture():
+        sys.path.insert(0, str(BENCH))
+        try:
+            spec = importlib.util.spec_from_file_location(f"{Path(filename).stem}_bench", BENCH / filename)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            yield module
+        finally:
+            sys.path.remove(str(BENCH))
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def bench():
-    yield from _load_benchmark("fashion_mnist.py", "fashion_mnist_bench")
-
-
-@pytest.fixture(scope="module")
-def tune():
-    yield from _load_benchmark("fashion_mnist_tune.py", "fashion_mnist_tune_bench")
-
-
-@pytest.fixture(scope="module")
-def sharpness():
-    yield from _load_benchmark("teacher_sharpness.py", "teacher_sharpness_bench")
-
-
-@pytest.fixture(scope="module")
-def flips():
-    yield from _load_benchmark("flip_diagnosis.py", "flip_diagnosis_bench")
+bench = _benchmark_fixture("fashion_mnist.py")
+tune = _benchmark_fixture("fashion_mnist_tune.py")
+sharpness = _benchmark_fixture("teacher_sharpness.py")
+flips = _benchmark_fixture("flip_diagnosis.py")
 
 
 def _log_line(t: float, message: str) -> str:
