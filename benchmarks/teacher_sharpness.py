@@ -2,6 +2,7 @@
 
     python benchmarks/teacher_sharpness.py runs/fmnist-tune/seed0-teacher runs/fmnist-tune/seed0-teacher-r8-e300
     python benchmarks/teacher_sharpness.py --round 2 runs/fashion-mnist
+    python benchmarks/teacher_sharpness.py --flip-average runs/fmnist-tune/seed0-teacher
 
 Two teachers of the same accuracy can hand their student very different targets: one trained to a
 near-zero loss puts almost all its probability on its top class, one trained with noise spreads it.
@@ -12,6 +13,12 @@ augmentation) and the run's pseudo-labeling temperature (1 in the config): the t
 labels, the mean top-1 probability, the share of images whose top-1 probability is above 0.9 and the
 mean entropy of the soft label in nats. The pool's labels are only read to score (Fashion-MNIST's
 unlabeled images keep theirs); a pool without labels prints no accuracy.
+
+`--flip-average` adds what test-time flip averaging would give the pseudo-labels: the model also
+labels every image mirrored left to right, the two soft labels are averaged, and the table gains the
+accuracy of that average's top class and its gain over the plain labels (points). Whether a
+pseudo-labeling option for it is worth having is what this measures; mirroring preserves the class
+of clothing and natural photographs, not of digits or text.
 """
 
 from __future__ import annotations
@@ -39,14 +46,24 @@ def soft_label_stats(probs: torch.Tensor, labels: torch.Tensor | None) -> dict[s
             "entropy": entropy.mean().item()}
 
 
+def flip_average_gain(probs: torch.Tensor, probs_mirrored: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(accuracy of the averaged soft labels' top class, its gain over `probs`' accuracy), as fractions."""
+    plain = (probs.argmax(1) == labels).float().mean().item()
+    averaged = ((probs + probs_mirrored).argmax(1) == labels).float().mean().item()
+    return averaged, averaged - plain
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dirs", nargs="+", type=Path)
     ap.add_argument("--round", type=int, default=0, help="which round's model (default 0, the teacher)")
+    ap.add_argument("--flip-average", action="store_true",
+                    help="also score the soft labels averaged with those of the mirrored images")
     args = ap.parse_args()
     print(machine_line())
-    print("| run | model | pool | accuracy % | mean top-1 probability | top-1 > 0.9 % | mean entropy (nats) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    flip_cols = " flip-averaged accuracy % | gain (points) |" if args.flip_average else ""
+    print(f"| run | model | pool | accuracy % | mean top-1 probability | top-1 > 0.9 % | mean entropy (nats) |{flip_cols}")
+    print("|---|---|---:|---:|---:|---:|---:|" + "---:|---:|" * args.flip_average)
     for run_dir in args.run_dirs:
         ckpt = run_dir / f"round-{args.round}" / "model.safetensors"
         if not ckpt.exists() or not (run_dir / "config.yaml").exists():
@@ -57,12 +74,22 @@ def main() -> None:
         mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
         # the pipeline's own pseudo-labeling, all classes kept; back to (N, K) in class order
         k = meta["model"]["num_classes"]
-        pl = predict(model, pool.images, mean=mean, std=std, temperature=cfg.pseudo.temperature, topk=k,
-                     batch_size=cfg.pseudo.batch_size, progress=False)
-        probs = Targets(pl.topk_index, pl.topk_prob).dense(torch.arange(len(pl)), k)
+        def soft_labels(images: torch.Tensor) -> torch.Tensor:
+            pl = predict(model, images, mean=mean, std=std, temperature=cfg.pseudo.temperature, topk=k,
+                         batch_size=cfg.pseudo.batch_size, progress=False)
+            return Targets(pl.topk_index, pl.topk_prob).dense(torch.arange(len(pl)), k)
+
+        probs = soft_labels(pool.images)
         s = soft_label_stats(probs, pool.labels)
-        print(f"| {run_dir.name} | {meta['model']['name']} | {len(probs):,} | {100 * s['accuracy']:.2f} | "
-              f"{s['mean_top1']:.3f} | {100 * s['above_0.9']:.1f} | {s['entropy']:.3f} |", flush=True)
+        row = (f"| {run_dir.name} | {meta['model']['name']} | {len(probs):,} | {100 * s['accuracy']:.2f} | "
+               f"{s['mean_top1']:.3f} | {100 * s['above_0.9']:.1f} | {s['entropy']:.3f} |")
+        if args.flip_average:
+            if pool.labels is None:
+                row += " - | - |"
+            else:
+                acc, gain = flip_average_gain(probs, soft_labels(pool.images[:].flip(-1)), pool.labels)
+                row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

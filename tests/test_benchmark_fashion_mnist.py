@@ -351,6 +351,25 @@ def test_soft_label_stats_of_sharp_and_flat_labels(sharpness):
     assert torch.isnan(torch.tensor(soft_label_stats(probs, None)["accuracy"]))
 
 
+def test_flip_average_gain_scores_the_averaged_labels_top_class(sharpness):
+    import torch
+
+    labels = torch.tensor([0, 1, 2])
+    plain = torch.tensor([[0.6, 0.4, 0.0], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])     # right, right, wrong
+    mirrored = torch.tensor([[0.3, 0.7, 0.0], [0.1, 0.8, 0.1], [0.2, 0.1, 0.7]])  # wrong, right, right
+    # averaged: [0.45, 0.55, 0] wrong (the confident mirror wins), right, [0.35, 0.1, 0.55] right
+    acc, gain = sharpness.flip_average_gain(plain, mirrored, labels)
+    assert acc == pytest.approx(2 / 3)
+    assert gain == pytest.approx(0.0)
+    acc, gain = sharpness.flip_average_gain(mirrored, plain, labels)  # the same average, from 2/3 plain accuracy
+    assert (acc, gain) == (pytest.approx(2 / 3), pytest.approx(0.0))
+    acc, gain = sharpness.flip_average_gain(plain, plain, labels)
+    assert (acc, gain) == (pytest.approx(2 / 3), pytest.approx(0.0))
+    better = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    acc, gain = sharpness.flip_average_gain(plain, better, labels)
+    assert (acc, gain) == (pytest.approx(1.0), pytest.approx(1 / 3))
+
+
 def test_flip_diagnosis_splits_noise_corruptions_from_the_others(flips):
     from noisystudent.robustness import CORRUPTIONS
 
