@@ -74,6 +74,7 @@ def main() -> None:
         mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
         # the pipeline's own pseudo-labeling, all classes kept; back to (N, K) in class order
         k = meta["model"]["num_classes"]
+
         def soft_labels(images: torch.Tensor) -> torch.Tensor:
             pl = predict(model, images, mean=mean, std=std, temperature=cfg.pseudo.temperature, topk=k,
                          batch_size=cfg.pseudo.batch_size, progress=False)
