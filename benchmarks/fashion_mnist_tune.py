@@ -67,6 +67,9 @@ name trains and prints the teachers only (validation accuracy of round 0, mean +
   w16-noise-e300  the same with the students' architecture, resnet32_w16 (trained at 450-520 images/s
                   against resnet8's ~700, configs/fashion_mnist.yaml); with model.warm_start the round-1
                   student then starts from the teacher. Not run yet (2026-12-06)
+  w16             the config's teacher training (150 passes, flip and crop only) with the students'
+                  architecture, resnet32_w16: with model.warm_start every round, round 1 included, starts
+                  from the model before it, so the final student adds the teacher's passes to its 15
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ TEACHERS = {
     "r8-e300": (None, ["teacher.epochs=300"], []),
     "r8-noise-e300": (None, ["teacher.epochs=300", "noise.noise_teacher=true"], TEACHER_NOISE),
     "w16-noise-e300": ("resnet32_w16", ["teacher.epochs=300", "noise.noise_teacher=true"], TEACHER_NOISE),
+    "w16": ("resnet32_w16", [], []),
 }
 # variant -> (variant, round): rounds 1..round are the same computation in both (same settings, same
 # seeds), so a finished run of the second lends them to the first instead of training them again
