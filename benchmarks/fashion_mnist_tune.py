@@ -155,10 +155,13 @@ def borrow_rounds(src: Path, dst: Path, last: int) -> bool:
 
 
 def with_teacher(cfg: Config, model: str | None, rounds: int) -> Config:
-    """`cfg` with round 0's architecture replaced by `model` (None: unchanged); rounds 1..rounds keep theirs."""
+    """`cfg` with round 0's architecture replaced by `model` (None: unchanged); rounds 1..rounds keep theirs.
+    A student run's list covers at least the rounds `cfg` names, so its run directory continued with
+    more rounds (`--rounds`) keeps the same model.names; the teacher's run (rounds 0) names `model` alone."""
     if model is None:
         return cfg
-    names = [model, *(cfg.model_for_round(k) for k in range(1, rounds + 1))]
+    later = range(1, max(rounds, len(cfg.model.names) - 1) + 1) if rounds else range(0)
+    names = [model, *(cfg.model_for_round(k) for k in later)]
     return cfg.with_overrides([f"model.names=[{','.join(names)}]"])
 
 

@@ -317,6 +317,10 @@ def test_a_tuned_teacher_replaces_round_zero_only(tune):
     # a variant whose one model name serves teacher and student keeps the student's
     short = base.with_overrides(["pipeline.rounds=1", *tune.VARIANTS["r8-e10"]])
     assert tune.with_teacher(short, "resnet32_w16", 1).model.names == ["resnet32_w16", "resnet8"]
+    # a run continued with more rounds keeps its model.names (the run directory refuses a changed one)
+    one, three = (tune.with_teacher(base, "resnet32_w16", rounds).model.names for rounds in (1, 3))
+    assert one == three == ["resnet32_w16"] * 4
+    assert tune.with_teacher(base, "resnet32_w16", 0).model.names == ["resnet32_w16"]  # the teacher's own run
     # every tuned teacher is a resolvable config: its model exists and its overrides apply
     from noisystudent.models import list_models
     for model, overrides, teacher_only in tune.TEACHERS.values():
