@@ -35,6 +35,17 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int, device: str = 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def interleaved_rates(fns: dict[str, Callable[[], float]], repeats: int, device: str = "cpu") -> dict[str, float]:
+    """Median of the rates each function returns, called in turns after one warm-up round."""
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    calls = {k: (lambda k=k, fn=fn: rates[k].append(fn())) for k, fn in fns.items()}
+    interleaved(calls, 1, device)  # warm-up
+    for v in rates.values():
+        v.clear()
+    interleaved(calls, repeats, device)
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
 def synthetic_or_fashion(n: int, size: int, channels: int, seed: int = 0) -> torch.Tensor:
     """(n, C, size, size) uint8: Fashion-MNIST test images when installed (1 channel, 28x28), else seeded noise
     smoothed into blobs (so content-dependent ops do realistic work)."""

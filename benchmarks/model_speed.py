@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 
-from common import StudentTraining, add_student_args, interleaved, machine_line
+from common import StudentTraining, add_student_args, interleaved_rates, machine_line
 from noisystudent.augment import RandAugment
 from noisystudent.models import create_model, list_models
 from noisystudent.train import Augmentation
@@ -38,17 +37,8 @@ def main() -> None:
                        randaugment=RandAugment.from_spec(args.randaugment) if args.randaugment else None)
     models = {name: create_model(name, 10, args.channels, drop_rate=args.dropout, drop_path_rate=args.drop_path)
               for name in args.models}
-    rate: dict[str, list[float]] = {name: [] for name in models}
-
-    def call(name: str):
-        return lambda: rate[name].append(data.run(models[name], aug))
-
-    fns = {name: call(name) for name in models}
-    interleaved(fns, 1, args.device)  # warm-up
-    for v in rate.values():
-        v.clear()
-    interleaved(fns, args.repeats, args.device)
-    med = {name: statistics.median(v) for name, v in rate.items()}
+    med = interleaved_rates({name: (lambda m=model: data.run(m, aug)) for name, model in models.items()},
+                            args.repeats, args.device)
     print(machine_line(args.device))
     noise = f"{args.randaugment or 'no RandAugment'}, dropout {args.dropout}, drop_path {args.drop_path}"
     print(f"{args.channels}x{args.size}x{args.size}, batch {args.batch}, flip and crop, {noise}; "

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 
-from common import StudentTraining, add_student_args, interleaved, machine_line
+from common import StudentTraining, add_student_args, interleaved_rates, machine_line
 from noisystudent.augment import RandAugment
 from noisystudent.models import create_model
 from noisystudent.train import Augmentation
@@ -41,18 +40,9 @@ def main() -> None:
         sides["full noise + pixel noise"] = (0.5, 0.2, RandAugment.from_spec(args.randaugment), args.pixel_noise)
     models = {k: create_model(args.model, 10, args.channels, drop_rate=d, drop_path_rate=p)
               for k, (d, p, _, _) in sides.items()}
-    rate: dict[str, list[float]] = {k: [] for k in sides}
-
-    def call(name: str):
-        aug = Augmentation(crop_pad=2, randaugment=sides[name][2], pixel_noise=sides[name][3])
-        return lambda: rate[name].append(data.run(models[name], aug))
-
-    fns = {k: call(k) for k in sides}
-    interleaved(fns, 1, args.device)  # warm-up
-    for v in rate.values():
-        v.clear()
-    interleaved(fns, args.repeats, args.device)
-    med = {k: statistics.median(v) for k, v in rate.items()}
+    augs = {k: Augmentation(crop_pad=2, randaugment=ra, pixel_noise=px) for k, (_, _, ra, px) in sides.items()}
+    med = interleaved_rates({k: (lambda k=k: data.run(models[k], augs[k])) for k in sides}, args.repeats,
+                            args.device)
     print(machine_line(args.device))
     print(f"model {args.model}, {args.channels}x{args.size}x{args.size}, batch {args.batch}, "
           f"{args.steps} steps x {args.repeats} repeats (median), device {args.device}")
