@@ -63,9 +63,10 @@ def synthetic_or_fashion(n: int, size: int, channels: int, seed: int = 0) -> tor
     return (x * 255).round().to(torch.uint8)
 
 
-def add_student_args(ap, steps: int, repeats: int) -> None:
-    """The options both training benchmarks share."""
-    ap.add_argument("--model", default="resnet14")
+def add_student_args(ap, steps: int, repeats: int, model: bool = True) -> None:
+    """The options the training benchmarks share (`model`: the one-model --model option)."""
+    if model:
+        ap.add_argument("--model", default="resnet14")
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--channels", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256)

@@ -161,8 +161,8 @@ def with_teacher(cfg: Config, model: str | None, rounds: int) -> Config:
     more rounds (`--rounds`) keeps the same model.names; the teacher's run (rounds 0) names `model` alone."""
     if model is None:
         return cfg
-    later = range(1, max(rounds, len(cfg.model.names) - 1) + 1) if rounds else range(0)
-    names = [model, *(cfg.model_for_round(k) for k in later)]
+    last = max(rounds, len(cfg.model.names) - 1) if rounds else 0
+    names = [model, *(cfg.model_for_round(k) for k in range(1, last + 1))]
     return cfg.with_overrides([f"model.names=[{','.join(names)}]"])
 
 

@@ -23,7 +23,7 @@ from noisystudent.train import Augmentation
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_student_args(ap, steps=8, repeats=5)
+    add_student_args(ap, steps=8, repeats=5, model=False)  # --models instead
     ap.add_argument("--models", nargs="+", required=True, choices=list_models(), metavar="MODEL",
                     help="the first is the reference of the ratios")
     ap.add_argument("--randaugment", default="", help="e.g. rand-n2-m5 (default: none, as a clean teacher)")
