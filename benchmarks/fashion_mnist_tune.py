@@ -46,6 +46,9 @@ model cost), so the comparison is what a fixed time budget buys:
                 textures the flat background, and the students' noise flips rise over the rounds
   m5-lr04-w16-warm-px02  the same at 0.02 (up to 5.1 gray levels): 0.05 cost 0.3-0.7 points on this
                 split; does a milder setting keep the accuracy?
+  m5-lr04-w16-e15  one round of m5-lr04-w16-warm's student for 15 passes instead of 5 (with --rounds 1):
+                the three warm-started rounds' training in one, from the teacher's labels alone. Do the
+                rounds pay for themselves, or would the same passes do as well without relabeling?
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -122,6 +125,7 @@ VARIANTS = {
     "m5-lr04-w16-warm-t05": [*W16_WARM, "pseudo.temperature=0.5"],
     "m5-lr04-w16-warm-px05": [*W16_WARM, "noise.pixel_noise=0.05"],
     "m5-lr04-w16-warm-px02": [*W16_WARM, "noise.pixel_noise=0.02"],
+    "m5-lr04-w16-e15": [*W16_WARM, "student.epochs=15"],
 }
 # the students' noise of the config, given to the teacher run only (a variant keeps its own students' noise)
 TEACHER_NOISE = ["noise.randaugment=rand-n2-m5", "noise.dropout=0.5", "noise.drop_path=0.2"]
