@@ -49,6 +49,7 @@ model cost), so the comparison is what a fixed time budget buys:
   m5-lr04-w16-e15  one round of m5-lr04-w16-warm's student for 15 passes instead of 5 (with --rounds 1):
                 the three warm-started rounds' training in one, from the teacher's labels alone. Do the
                 rounds pay for themselves, or would the same passes do as well without relabeling?
+                2026-12-06, 2 seeds: 87.73% against the chain's 88.38% on one machine (docs/RESULTS.md)
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
