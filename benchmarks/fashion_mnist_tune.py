@@ -50,6 +50,11 @@ model cost), so the comparison is what a fixed time budget buys:
                 the three warm-started rounds' training in one, from the teacher's labels alone. Do the
                 rounds pay for themselves, or would the same passes do as well without relabeling?
                 2026-12-06, 2 seeds: 87.73% against the chain's 88.38% on one machine (docs/RESULTS.md)
+  m5-lr04-s2-warm  m5-lr04-w16-warm with resnet32_w16_s2 students (the same blocks behind a stride-2 stem:
+                every stage at half the resolution, about 2.9 times the images per second): the chain
+                at about a third of the training time
+  m5-lr04-s2-warm-e15  the same with 15 passes per round: about the config's training time, three times
+                the passes (with true labels at equal minutes, 91.18% against resnet32_w16's 88.76%)
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -104,6 +109,7 @@ BASE = ["data.validation=5000", "pipeline.robustness=false", "pipeline.report=fa
 M5_LR04 = ["noise.randaugment=rand-n2-m5", "student.lr=0.4"]  # the config's student since this tuning
 W16_WARM = [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet32_w16]",
             "model.warm_start=true"]  # the config's students since 2026-12-05
+S2_WARM = [*M5_LR04, "model.names=[resnet8,resnet32_w16_s2,resnet32_w16_s2,resnet32_w16_s2]", "model.warm_start=true"]
 VARIANTS = {
     "base": [],
     "r8-e10": ["model.names=[resnet8]", "student.epochs=10"],
@@ -127,6 +133,8 @@ VARIANTS = {
     "m5-lr04-w16-warm-px05": [*W16_WARM, "noise.pixel_noise=0.05"],
     "m5-lr04-w16-warm-px02": [*W16_WARM, "noise.pixel_noise=0.02"],
     "m5-lr04-w16-e15": [*W16_WARM, "student.epochs=15"],
+    "m5-lr04-s2-warm": S2_WARM,
+    "m5-lr04-s2-warm-e15": [*S2_WARM, "student.epochs=15"],
 }
 # the students' noise of the config, given to the teacher run only (a variant keeps its own students' noise)
 TEACHER_NOISE = ["noise.randaugment=rand-n2-m5", "noise.dropout=0.5", "noise.drop_path=0.2"]

@@ -222,9 +222,32 @@ def test_drop_path_rates():
 def test_list_models():
     names = list_models()
     expected = {"resnet8", "resnet14", "resnet20", "resnet26", "resnet32", "wrn16_2", "wrn16_4", "wrn28_2",
-                "resnet20_w16", "resnet32_w16", "resnet44_w16", "resnet56_w16"}
+                "resnet20_w16", "resnet32_w16", "resnet44_w16", "resnet56_w16",
+                "resnet20_s2", "resnet32_s2", "resnet32_w16_s2"}
     assert expected <= set(names)
     assert names.index("resnet8") < names.index("resnet14") < names.index("resnet32")
+
+
+@pytest.mark.parametrize("name, full", [("resnet32_w16_s2", "resnet32_w16"), ("resnet20_s2", "resnet20"),
+                                        ("resnet32_s2", "resnet32")])
+def test_stride2_stem_halves_resolution_and_keeps_the_blocks(name, full):
+    s2, ref = create_model(name, 10, 1).eval(), create_model(full, 10, 1).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert s2.stem(x).shape[-2:] == (14, 14)
+        assert ref.stem(x).shape[-2:] == (28, 28)
+        assert s2.stem(x).shape[1] == ref.stem(x).shape[1]  # the first stage's width
+    # the same blocks and classifier; only the stem differs
+    assert count_params(s2.blocks) == count_params(ref.blocks)
+    assert count_params(s2.fc) == count_params(ref.fc)
+    assert count_params(s2.stem) > count_params(ref.stem)
+
+
+def test_build_resnet_rejects_other_stem_strides():
+    from noisystudent.models.resnet import NARROW_WIDTHS, build_resnet
+
+    with pytest.raises(ValueError, match="stem_stride"):
+        build_resnet(20, NARROW_WIDTHS, 10, 1, stem_stride=4)
 
 
 @pytest.mark.parametrize("depth, millions", [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85)])
