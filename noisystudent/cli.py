@@ -354,9 +354,11 @@ def _augment_preview(cfg: "Config", args: argparse.Namespace) -> int:
 def _models() -> int:
     from noisystudent.models import count_params, create_model, list_models
 
-    print(f"{'model':<12} {'params (10 classes, 3 channels)':>32}")
-    for name in list_models():
-        print(f"{name:<12} {count_params(create_model(name, 10, 3)):>32,}")
+    names = list_models()
+    w = max(len(n) for n in [*names, "model"])
+    print(f"{'model':<{w}} {'params (10 classes, 3 channels)':>32}")
+    for name in names:
+        print(f"{name:<{w}} {count_params(create_model(name, 10, 3)):>32,}")
     return 0
 
 
