@@ -51,10 +51,11 @@ model cost), so the comparison is what a fixed time budget buys:
                 rounds pay for themselves, or would the same passes do as well without relabeling?
                 2026-12-06, 2 seeds: 87.73% against the chain's 88.38% on one machine (docs/RESULTS.md)
   m5-lr04-s2-warm  m5-lr04-w16-warm with resnet32_w16_s2 students (the same blocks behind a stride-2 stem:
-                every stage at half the resolution, about 2.9 times the images per second): the chain
-                at about a third of the training time
+                every stage at half the resolution, a pass in about 0.3 of the time): the chain in under
+                a third of the training time. 2026-12-06, 2 seeds: 87.20% against 88.38 (docs/RESULTS.md)
   m5-lr04-s2-warm-e15  the same with 15 passes per round: about the config's training time, three times
-                the passes (with true labels at equal minutes, 91.18% against resnet32_w16's 88.76%)
+                the passes (with true labels at equal minutes, 91.18% against resnet32_w16's 88.76%).
+                2026-12-06, 2 seeds: 89.13% against 88.38, in 0.88 of the training time
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
