@@ -106,7 +106,8 @@ CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
 # the student's lr before this tuning) and some their own models
 BASE = ["data.validation=5000", "pipeline.robustness=false", "pipeline.report=false",
         "noise.randaugment=rand-n2-m9", "student.lr=0.05",
-        "model.names=[resnet8,resnet14,resnet14,resnet20]", "model.warm_start=false"]
+        "model.names=[resnet8,resnet14,resnet14,resnet20]", "model.warm_start=false",
+        "student.epochs=5"]  # the YAML's 15 since 2026-12-07 (with resnet32_w16_s2 students)
 M5_LR04 = ["noise.randaugment=rand-n2-m5", "student.lr=0.4"]  # the config's student since this tuning
 W16_WARM = [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet32_w16]",
             "model.warm_start=true"]  # the config's students since 2026-12-05
