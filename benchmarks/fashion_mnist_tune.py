@@ -110,8 +110,9 @@ BASE = ["data.validation=5000", "pipeline.robustness=false", "pipeline.report=fa
         "student.epochs=5"]  # the YAML's 15 since 2026-12-07 (with resnet32_w16_s2 students)
 M5_LR04 = ["noise.randaugment=rand-n2-m5", "student.lr=0.4"]  # the config's student since this tuning
 W16_WARM = [*M5_LR04, "model.names=[resnet8,resnet32_w16,resnet32_w16,resnet32_w16]",
-            "model.warm_start=true"]  # the config's students since 2026-12-05
-S2_WARM = [*M5_LR04, "model.names=[resnet8,resnet32_w16_s2,resnet32_w16_s2,resnet32_w16_s2]", "model.warm_start=true"]
+            "model.warm_start=true"]  # the config's students of 2026-12-05 to 06
+S2_WARM = [*M5_LR04, "model.names=[resnet8,resnet32_w16_s2,resnet32_w16_s2,resnet32_w16_s2]",
+           "model.warm_start=true"]  # the config's students since 2026-12-07 (with student.epochs=15)
 VARIANTS = {
     "base": [],
     "r8-e10": ["model.names=[resnet8]", "student.epochs=10"],

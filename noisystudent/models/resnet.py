@@ -79,7 +79,7 @@ def build_resnet(
                              conv3x3(w0 // 2, w0, stride=2), nn.BatchNorm2d(w0), nn.ReLU(inplace=True))
     else:
         raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
-    blocks = make_blocks(BasicBlock, widths[0], widths, (depth - 2) // 6, drop_path_rate)
+    blocks = make_blocks(BasicBlock, w0, widths, (depth - 2) // 6, drop_path_rate)
     return ResidualClassifier(stem, blocks, nn.Identity(), widths[-1], num_classes, drop_rate)
 
 
