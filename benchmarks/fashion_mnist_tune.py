@@ -56,6 +56,9 @@ model cost), so the comparison is what a fixed time budget buys:
   m5-lr04-s2-warm-e15  the same with 15 passes per round: about the config's training time, three times
                 the passes (with true labels at equal minutes, 91.18% against resnet32_w16's 88.76%).
                 2026-12-06, 2 seeds: 89.13% against 88.38, in 0.88 of the training time
+  m5-lr04-s2-warm-e9  the same with 9 passes per round, for --rounds 5: m5-lr04-s2-warm-e15's 45 passes
+                with the labels refreshed four times instead of twice. More rounds of 15 passes would pass
+                the hour; do more relabelings in the same passes pay?
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -138,6 +141,7 @@ VARIANTS = {
     "m5-lr04-w16-e15": [*W16_WARM, "student.epochs=15"],
     "m5-lr04-s2-warm": S2_WARM,
     "m5-lr04-s2-warm-e15": [*S2_WARM, "student.epochs=15"],
+    "m5-lr04-s2-warm-e9": [*S2_WARM, "student.epochs=9"],
 }
 # the students' noise of the config, given to the teacher run only (a variant keeps its own students' noise)
 TEACHER_NOISE = ["noise.randaugment=rand-n2-m5", "noise.dropout=0.5", "noise.drop_path=0.2"]
