@@ -55,10 +55,11 @@ model cost), so the comparison is what a fixed time budget buys:
                 a third of the training time. 2026-12-06, 2 seeds: 87.20% against 88.38 (docs/RESULTS.md)
   m5-lr04-s2-warm-e15  the same with 15 passes per round: about the config's training time, three times
                 the passes (with true labels at equal minutes, 91.18% against resnet32_w16's 88.76%).
-                2026-12-06, 2 seeds: 89.13% against 88.38, in 0.88 of the training time
+                2026-12-06, 2 seeds: 89.13% against 88.38, in 0.88 of the training time; a fourth round
+                (--rounds 4, 2026-12-07) ends level with the third: 89.02%
   m5-lr04-s2-warm-e9  the same with 9 passes per round, for --rounds 5: m5-lr04-s2-warm-e15's 45 passes
-                with the labels refreshed four times instead of twice. More rounds of 15 passes would pass
-                the hour; do more relabelings in the same passes pay?
+                with the labels refreshed four times instead of twice (more rounds of 15 passes would pass
+                the hour). 2026-12-07, 2 seeds: 88.55% against 89.13 (docs/RESULTS.md "More rounds")
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
