@@ -3,6 +3,7 @@
     python benchmarks/teacher_sharpness.py runs/fmnist-tune/seed0-teacher runs/fmnist-tune/seed0-teacher-r8-e300
     python benchmarks/teacher_sharpness.py --round 2 runs/fashion-mnist
     python benchmarks/teacher_sharpness.py --flip-average runs/fmnist-tune/seed0-teacher
+    python benchmarks/teacher_sharpness.py runs/fashion-mnist --round 3 --ensemble 1 2 3
 
 Two teachers of the same accuracy can hand their student very different targets: one trained to a
 near-zero loss puts almost all its probability on its top class, one trained with noise spreads it.
@@ -19,6 +20,11 @@ labels every image mirrored left to right, the two soft labels are averaged, and
 accuracy of that average's top class and its gain over the plain labels (points). Whether a
 pseudo-labeling option for it is worth having is what this measures; mirroring preserves the class
 of clothing and natural photographs, not of digits or text.
+
+`--ensemble R [R ...]` adds what averaging the soft labels of several rounds' models of the same run
+would give: the accuracy of the averaged labels' top class, and its gain over `--round`'s model
+alone (points). The models of a warm-started chain descend from one another, so their errors may
+be shared; this measures how much a labeller made of them would gain before anyone builds one.
 """
 
 from __future__ import annotations
@@ -46,11 +52,17 @@ def soft_label_stats(probs: torch.Tensor, labels: torch.Tensor | None) -> dict[s
             "entropy": entropy.mean().item()}
 
 
+def ensemble_gain(members: list[torch.Tensor], labels: torch.Tensor, single: torch.Tensor) -> tuple[float, float]:
+    """(accuracy of the top class of the members' averaged soft labels, its gain over `single`'s accuracy),
+    as fractions."""
+    plain = (single.argmax(1) == labels).float().mean().item()
+    averaged = (torch.stack(members).mean(0).argmax(1) == labels).float().mean().item()
+    return averaged, averaged - plain
+
+
 def flip_average_gain(probs: torch.Tensor, probs_mirrored: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """(accuracy of the averaged soft labels' top class, its gain over `probs`' accuracy), as fractions."""
-    plain = (probs.argmax(1) == labels).float().mean().item()
-    averaged = ((probs + probs_mirrored).argmax(1) == labels).float().mean().item()
-    return averaged, averaged - plain
+    return ensemble_gain([probs, probs_mirrored], labels, probs)
 
 
 def main() -> None:
@@ -59,28 +71,35 @@ def main() -> None:
     ap.add_argument("--round", type=int, default=0, help="which round's model (default 0, the teacher)")
     ap.add_argument("--flip-average", action="store_true",
                     help="also score the soft labels averaged with those of the mirrored images")
+    ap.add_argument("--ensemble", type=int, nargs="+", metavar="R",
+                    help="also score the soft labels averaged over these rounds' models of each run "
+                         "(give it after the run directories)")
     args = ap.parse_args()
     print(machine_line())
-    flip_cols = " flip-averaged accuracy % | gain (points) |" if args.flip_average else ""
-    print(f"| run | model | pool | accuracy % | mean top-1 probability | top-1 > 0.9 % | mean entropy (nats) |{flip_cols}")
-    print("|---|---|---:|---:|---:|---:|---:|" + "---:|---:|" * args.flip_average)
+    extra_cols = " flip-averaged accuracy % | gain (points) |" if args.flip_average else ""
+    if args.ensemble:
+        extra_cols += f" rounds {'+'.join(map(str, args.ensemble))} averaged accuracy % | gain (points) |"
+    print(f"| run | model | pool | accuracy % | mean top-1 probability | top-1 > 0.9 % | mean entropy (nats) |{extra_cols}")
+    print("|---|---|---:|---:|---:|---:|---:|" + "---:|---:|" * (args.flip_average + bool(args.ensemble)))
     for run_dir in args.run_dirs:
-        ckpt = run_dir / f"round-{args.round}" / "model.safetensors"
-        if not ckpt.exists() or not (run_dir / "config.yaml").exists():
-            raise SystemExit(f"{run_dir}: expected a run directory with config.yaml and {ckpt.relative_to(run_dir)}")
+        wanted = sorted({args.round, *(args.ensemble or [])})
+        ckpts = {r: run_dir / f"round-{r}" / "model.safetensors" for r in wanted}
+        for r, ckpt in ckpts.items():
+            if not ckpt.exists() or not (run_dir / "config.yaml").exists():
+                raise SystemExit(f"{run_dir}: expected a run directory with config.yaml and round-{r}/model.safetensors")
         cfg = Config.from_yaml(run_dir / "config.yaml")
         pool = build_datasets(cfg.data).unlabeled
-        model, meta = load_model(ckpt)
-        mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
-        # the pipeline's own pseudo-labeling, all classes kept; back to (N, K) in class order
-        k = meta["model"]["num_classes"]
 
-        def soft_labels(images: torch.Tensor) -> torch.Tensor:
+        def soft_labels(ckpt: Path, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+            """The pipeline's own pseudo-labeling, all classes kept; back to (N, K) in class order."""
+            model, meta = load_model(ckpt)
+            mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
+            k = meta["model"]["num_classes"]
             pl = predict(model, images, mean=mean, std=std, temperature=cfg.pseudo.temperature, topk=k,
                          batch_size=cfg.pseudo.batch_size, progress=False)
-            return Targets(pl.topk_index, pl.topk_prob).dense(torch.arange(len(pl)), k)
+            return Targets(pl.topk_index, pl.topk_prob).dense(torch.arange(len(pl)), k), meta
 
-        probs = soft_labels(pool.images)
+        probs, meta = soft_labels(ckpts[args.round], pool.images)
         s = soft_label_stats(probs, pool.labels)
         row = (f"| {run_dir.name} | {meta['model']['name']} | {len(probs):,} | {100 * s['accuracy']:.2f} | "
                f"{s['mean_top1']:.3f} | {100 * s['above_0.9']:.1f} | {s['entropy']:.3f} |")
@@ -88,7 +107,15 @@ def main() -> None:
             if pool.labels is None:
                 row += " - | - |"
             else:
-                acc, gain = flip_average_gain(probs, soft_labels(pool.images[:].flip(-1)), pool.labels)
+                acc, gain = flip_average_gain(probs, soft_labels(ckpts[args.round], pool.images[:].flip(-1))[0],
+                                              pool.labels)
+                row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
+        if args.ensemble:
+            if pool.labels is None:
+                row += " - | - |"
+            else:
+                members = [probs if r == args.round else soft_labels(ckpts[r], pool.images)[0] for r in args.ensemble]
+                acc, gain = ensemble_gain(members, pool.labels, probs)
                 row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
         print(row, flush=True)
 

@@ -374,6 +374,21 @@ def test_flip_average_gain_scores_the_averaged_labels_top_class(sharpness):
     assert (acc, gain) == (pytest.approx(1.0), pytest.approx(1 / 3))
 
 
+def test_ensemble_gain_averages_the_members_and_compares_with_the_single_model(sharpness):
+    import torch
+
+    labels = torch.tensor([0, 1, 2])
+    a = torch.tensor([[0.6, 0.4, 0.0], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])  # right, right, wrong
+    b = torch.tensor([[0.3, 0.7, 0.0], [0.6, 0.3, 0.1], [0.2, 0.1, 0.7]])  # wrong, wrong, right
+    c = torch.tensor([[0.8, 0.2, 0.0], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])  # right, right, right
+    # mean of a, b, c: [0.57, 0.43, 0] right, [0.3, 0.6, 0.1] right, [0.27, 0.1, 0.63] right
+    assert sharpness.ensemble_gain([a, b, c], labels, a) == (pytest.approx(1.0), pytest.approx(1 / 3))
+    assert sharpness.ensemble_gain([a, b, c], labels, c) == (pytest.approx(1.0), pytest.approx(0.0))
+    # mean of a and b: [0.45, 0.55, 0] wrong, [0.4, 0.5, 0.1] right, [0.35, 0.1, 0.55] right: no gain over a
+    assert sharpness.ensemble_gain([a, b], labels, a) == (pytest.approx(2 / 3), pytest.approx(0.0))
+    assert sharpness.ensemble_gain([a, b], labels, b) == (pytest.approx(2 / 3), pytest.approx(1 / 3))
+
+
 def test_flip_diagnosis_splits_noise_corruptions_from_the_others(flips):
     from noisystudent.robustness import CORRUPTIONS
 
