@@ -82,24 +82,24 @@ def main() -> None:
     print(f"| run | model | pool | accuracy % | mean top-1 probability | top-1 > 0.9 % | mean entropy (nats) |{extra_cols}")
     print("|---|---|---:|---:|---:|---:|---:|" + "---:|---:|" * (args.flip_average + bool(args.ensemble)))
     for run_dir in args.run_dirs:
-        wanted = sorted({args.round, *(args.ensemble or [])})
-        ckpts = {r: run_dir / f"round-{r}" / "model.safetensors" for r in wanted}
-        for r, ckpt in ckpts.items():
-            if not ckpt.exists() or not (run_dir / "config.yaml").exists():
-                raise SystemExit(f"{run_dir}: expected a run directory with config.yaml and round-{r}/model.safetensors")
+        ckpts = {r: run_dir / f"round-{r}" / "model.safetensors" for r in {args.round, *(args.ensemble or [])}}
+        missing = [p.relative_to(run_dir) for p in [run_dir / "config.yaml", *ckpts.values()] if not p.exists()]
+        if missing:
+            raise SystemExit(f"{run_dir}: expected a run directory with {', '.join(map(str, missing))}")
         cfg = Config.from_yaml(run_dir / "config.yaml")
         pool = build_datasets(cfg.data).unlabeled
+        models = {r: load_model(ckpt) for r, ckpt in ckpts.items()}  # (model, meta), each read once
 
-        def soft_labels(ckpt: Path, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
-            """The pipeline's own pseudo-labeling, all classes kept; back to (N, K) in class order."""
-            model, meta = load_model(ckpt)
+        def soft_labels(r: int, images: torch.Tensor) -> torch.Tensor:
+            """Round r's model, the pipeline's own pseudo-labeling, all classes kept; back to (N, K) in class order."""
+            model, meta = models[r]
             mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
             k = meta["model"]["num_classes"]
             pl = predict(model, images, mean=mean, std=std, temperature=cfg.pseudo.temperature, topk=k,
                          batch_size=cfg.pseudo.batch_size, progress=False)
-            return Targets(pl.topk_index, pl.topk_prob).dense(torch.arange(len(pl)), k), meta
+            return Targets(pl.topk_index, pl.topk_prob).dense(torch.arange(len(pl)), k)
 
-        probs, meta = soft_labels(ckpts[args.round], pool.images)
+        probs, meta = soft_labels(args.round, pool.images), models[args.round][1]
         s = soft_label_stats(probs, pool.labels)
         row = (f"| {run_dir.name} | {meta['model']['name']} | {len(probs):,} | {100 * s['accuracy']:.2f} | "
                f"{s['mean_top1']:.3f} | {100 * s['above_0.9']:.1f} | {s['entropy']:.3f} |")
@@ -107,14 +107,13 @@ def main() -> None:
             if pool.labels is None:
                 row += " - | - |"
             else:
-                acc, gain = flip_average_gain(probs, soft_labels(ckpts[args.round], pool.images[:].flip(-1))[0],
-                                              pool.labels)
+                acc, gain = flip_average_gain(probs, soft_labels(args.round, pool.images[:].flip(-1)), pool.labels)
                 row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
         if args.ensemble:
             if pool.labels is None:
                 row += " - | - |"
             else:
-                members = [probs if r == args.round else soft_labels(ckpts[r], pool.images)[0] for r in args.ensemble]
+                members = [probs if r == args.round else soft_labels(r, pool.images) for r in args.ensemble]
                 acc, gain = ensemble_gain(members, pool.labels, probs)
                 row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
         print(row, flush=True)
