@@ -60,6 +60,10 @@ model cost), so the comparison is what a fixed time budget buys:
   m5-lr04-s2-warm-e9  the same with 9 passes per round, for --rounds 5: m5-lr04-s2-warm-e15's 45 passes
                 with the labels refreshed four times instead of twice (more rounds of 15 passes would pass
                 the hour). 2026-12-07, 2 seeds: 88.55% against 89.13 (docs/RESULTS.md "More rounds")
+  m5-lr04-s2-warm-e15-mix1  m5-lr04-s2-warm-e15 with mixup in the students' input noise (noise.mixup=1.0:
+                a row keeps a weight in [0.5, 1] of its own image and target, uniformly): mixing targets is
+                what Arazo et al. (2020) found to stop a pseudo-labeling student memorising the labels' errors
+  m5-lr04-s2-warm-e15-mix03  the same with noise.mixup=0.3 (most rows mixed lightly)
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -143,6 +147,8 @@ VARIANTS = {
     "m5-lr04-s2-warm": S2_WARM,
     "m5-lr04-s2-warm-e15": [*S2_WARM, "student.epochs=15"],
     "m5-lr04-s2-warm-e9": [*S2_WARM, "student.epochs=9"],
+    "m5-lr04-s2-warm-e15-mix1": [*S2_WARM, "student.epochs=15", "noise.mixup=1.0"],
+    "m5-lr04-s2-warm-e15-mix03": [*S2_WARM, "student.epochs=15", "noise.mixup=0.3"],
 }
 # the students' noise of the config, given to the teacher run only (a variant keeps its own students' noise)
 TEACHER_NOISE = ["noise.randaugment=rand-n2-m5", "noise.dropout=0.5", "noise.drop_path=0.2"]

@@ -33,7 +33,7 @@ config keys (see `noisystudent config` for all of them and their values):
   data.*      source (digits|idx|cifar|folder), dir, labeled, unlabeled, test, channels, image_size, ...
   model.names teacher first, then the student of each round (the last one repeats)
   model.warm_start  an equal student starts from its teacher's weights (true|false)
-  noise.*     randaugment (e.g. rand-n2-m9), dropout, drop_path, noise_teacher
+  noise.*     randaugment (e.g. rand-n2-m9), dropout, drop_path, pixel_noise, mixup, noise_teacher
   teacher.* / student.*   epochs, batch_size, unlabeled_ratio, optimizer, lr, schedule, ema, sync_bn, ...
   pseudo.*    mode (soft|hard), temperature, threshold, balance, per_class, topk
   pipeline.*  rounds, variant (noisy_student|consistency), report

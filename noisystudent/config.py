@@ -72,6 +72,8 @@ class NoiseConfig:
     drop_path: float = 0.2          # stochastic depth: drop probability of the last block (survival 0.8)
     pixel_noise: float = 0.0        # Gaussian noise on every pixel, std drawn per image in [0, this],
                                     # in units of the pixel range (0.05 = 12.75 gray levels); 0 = off
+    mixup: float = 0.0              # mixup of images and targets within a step's batch: weight of a row's own
+                                    # image max(l, 1-l), l ~ Beta(mixup, mixup) per row; 0 = off
     noise_teacher: bool = False     # also noise the round-0 teacher (the seed article's 2nd experiment)
 
 
@@ -243,6 +245,7 @@ class Config:
         _range("noise.dropout", self.noise.dropout, 0.0, 1.0, hi_open=True)
         _range("noise.drop_path", self.noise.drop_path, 0.0, 1.0, hi_open=True)
         _range("noise.pixel_noise", self.noise.pixel_noise, 0.0, 1.0)
+        _range("noise.mixup", self.noise.mixup, 0.0, None)
         _range("pseudo.threshold", self.pseudo.threshold, 0.0, 1.0, hi_open=True)
         _range("pseudo.temperature", self.pseudo.temperature, 0.0, None, lo_open=True)
         _range("pseudo.per_class", self.pseudo.per_class, 0, None)
@@ -276,7 +279,7 @@ class Config:
 
 # Settings added after run directories and benchmark records were keyed by the config hash: left out
 # of the hash at their default, so a config that does not use them keeps its hash.
-_ADDED_LATER = (("model", "warm_start"), ("noise", "pixel_noise"))
+_ADDED_LATER = (("model", "warm_start"), ("noise", "pixel_noise"), ("noise", "mixup"))
 _DEFAULTS = {"model": ModelConfig(), "noise": NoiseConfig()}
 # Settings that do not change results but were hashed once: hashed at the value earlier hashes saw,
 # whatever they are set to, so changing them neither forks benchmark records nor blocks a resume.

@@ -270,7 +270,8 @@ def stage_train(ctx: _Context, rdir: Path, k: int, unlabeled: tuple[torch.Tensor
             _warm_start(model, k, name, cfg.model_for_round(k - 1), previous)
     weak = dict(crop_pad=cfg.augment.crop_pad, flip=cfg.augment.flip)
     ra = RandAugment.from_spec(cfg.noise.randaugment) if noised and cfg.noise.randaugment else None
-    augmentation = Augmentation(randaugment=ra, pixel_noise=cfg.noise.pixel_noise if noised else 0.0, **weak)
+    augmentation = Augmentation(randaugment=ra, pixel_noise=cfg.noise.pixel_noise if noised else 0.0,
+                                mixup=cfg.noise.mixup if noised else 0.0, **weak)
     tcfg = cfg.student if k > 0 else cfg.teacher
     test = ctx.data.test
     result = train(

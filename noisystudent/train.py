@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noisystudent.augment import RandAugment, gaussian_pixel_noise, random_crop_flip
+from noisystudent.augment import RandAugment, gaussian_pixel_noise, mixup, random_crop_flip
 from noisystudent.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 from noisystudent.config import TrainConfig
 from noisystudent.distributed import Dist, rank_rows
@@ -58,6 +59,9 @@ class Augmentation:
     randaugment: RandAugment | None = None  # input noise (students; teachers only when noised)
     pixel_noise: float = 0.0                # input noise: max per-image std of Gaussian pixel noise,
                                             # in units of the pixel range (0 = off)
+    mixup: float = 0.0                      # input noise on images and targets: Beta parameter of per-row
+                                            # mixup (0 = off); `train` applies it to the model input, since
+                                            # it needs the targets (`noisystudent.augment.mixup`)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = images
@@ -155,6 +159,7 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
         t0 = time.perf_counter()
         g_index = torch.Generator().manual_seed(_derive(seed, tag, "index", epoch))
         g_aug = torch.Generator(device=device).manual_seed(_rank_seed(dist, seed, tag, "augment", epoch))
+        rng_mix = np.random.default_rng(_rank_seed(dist, seed, tag, "mixup", epoch))  # host draws: no sync
         labeled_rows = _cycle(n_l, b_l, g_index)
         unlabeled_order = None if images_u is None else torch.randperm(len(images_u), generator=g_index)
         loss_sum = torch.zeros((), device=device)
@@ -178,7 +183,12 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
             elif images_u is not None:
                 y_u = targets_u.dense(rows_u, num_classes, device=device)
             x_in = augmentation(x, g_aug) if len(x) else x          # a rank may get no rows of a short batch
-            logits = net(to_model_input(x_in, mean, std)).float()
+            inputs = to_model_input(x_in, mean, std)
+            if augmentation.mixup > 0:  # rows mix across the labeled and pseudo-labeled parts
+                y_all = torch.cat([y_l, y_u]) if images_u is not None else y_l
+                inputs, y_all = mixup(inputs, y_all, augmentation.mixup, rng_mix)
+                y_l, y_u = y_all[:len(rows_l)], y_all[len(rows_l):]
+            logits = net(inputs).float()
             loss = _soft_ce(logits[:len(rows_l)], y_l, _share(dist, len(global_l)))
             if images_u is not None:
                 if targets_u is None:

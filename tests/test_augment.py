@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noisystudent.augment import OPS, RandAugment, gaussian_pixel_noise, parse_randaugment_spec, random_crop_flip
+from noisystudent.augment import OPS, RandAugment, gaussian_pixel_noise, mixup, parse_randaugment_spec, random_crop_flip
 from noisystudent.augment import native
 from noisystudent.augment import ops as O
 from noisystudent.augment import randaugment as R
@@ -750,3 +750,40 @@ def test_pixel_noise_rejects_a_std_outside_the_pixel_range():
     for bad in (-0.01, 1.5):
         with pytest.raises(ValueError, match="max_std must be in"):
             gaussian_pixel_noise(x, bad)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mixup_mixes_inputs_and_targets_with_the_same_weights_and_partners(device):
+    """Row i's input and target are both one-hot at i: after mixup they must still be equal, row by row,
+    each with weight >= 0.5 on its own index and the rest on one partner."""
+    b = 64
+    eye = torch.eye(b, device=device)
+    x, t = mixup(eye.view(b, 1, 1, b), eye, 1.0, np.random.default_rng(0))
+    assert x.shape == (b, 1, 1, b) and t.shape == (b, b) and x.device == eye.device
+    assert torch.equal(x.view(b, b), t)
+    assert torch.allclose(t.sum(1), torch.ones(b, device=device))
+    own = t.diagonal()
+    assert (own >= 0.5).all() and (own <= 1).all() and (own < 1).any()
+    assert ((t > 0).sum(1) <= 2).all()
+    x2, t2 = mixup(eye.view(b, 1, 1, b), eye, 1.0, np.random.default_rng(0))
+    assert torch.equal(x, x2) and torch.equal(t, t2)  # the numpy generator alone decides
+
+
+def test_mixup_weights_follow_the_beta_parameter():
+    """alpha 1: a row's own weight max(l, 1 - l) is uniform on [0.5, 1] (mean 0.75); a small alpha
+    keeps most rows almost unmixed."""
+    b = 4000
+    eye = torch.eye(b)
+    own = {a: mixup(torch.zeros(b, 1), eye, a, np.random.default_rng(1))[1].diagonal() for a in (1.0, 0.05)}
+    # a row paired with itself keeps weight 1: about one row in b
+    assert abs(own[1.0].mean().item() - 0.75) < 0.01
+    assert (own[0.05] > 0.95).float().mean() > 0.7
+
+
+def test_mixup_rejects_bad_arguments_and_leaves_a_single_row():
+    with pytest.raises(ValueError, match="positive"):
+        mixup(torch.zeros(4, 1), torch.zeros(4, 2), 0.0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="targets"):
+        mixup(torch.zeros(4, 1), torch.zeros(3, 2), 1.0, np.random.default_rng(0))
+    x, t = torch.ones(1, 3), torch.tensor([[0.0, 1.0]])
+    assert mixup(x, t, 1.0, np.random.default_rng(0)) == (x, t)

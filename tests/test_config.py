@@ -52,6 +52,7 @@ def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
     ("pseudo.mode=fuzzy", "pseudo.mode: 'fuzzy' is not one of soft, hard"),
     ("pseudo.threshold=1.5", "pseudo.threshold: expected a value in [0.0, 1.0)"),
     ("noise.pixel_noise=-0.1", "noise.pixel_noise: expected a value in [0.0, 1.0]"),
+    ("noise.mixup=-1", "noise.mixup"),
     ("teacher.epochs", "expected KEY=VALUE"),
     ("data.workers=-1", "data.workers"),
     ("data.validation=-5", "data.validation"),
@@ -87,7 +88,8 @@ def test_hash_ignores_where_the_run_is_written_and_diff_names_changes():
     assert diff_keys(a.hash_dict(), c.hash_dict()) == ["pseudo.mode", "teacher.epochs"]
 
 
-@pytest.mark.parametrize(("section", "key", "other"), [("model", "warm_start", "true"), ("noise", "pixel_noise", "0.05")])
+@pytest.mark.parametrize(("section", "key", "other"), [("model", "warm_start", "true"), ("noise", "pixel_noise", "0.05"),
+                                                        ("noise", "mixup", "0.4")])
 def test_settings_added_later_leave_the_hash_at_their_default(section, key, other):
     # run directories and benchmark records made before the setting existed keep their hash
     a = Config()

@@ -88,7 +88,7 @@ def test_consistency_variant_and_noised_teacher(tmp_path):
 
 
 @pytest.mark.parametrize("noise_teacher", [False, True])
-def test_pixel_noise_reaches_the_noised_trainings_only(tmp_path, monkeypatch, noise_teacher):
+def test_pixel_noise_and_mixup_reach_the_noised_trainings_only(tmp_path, monkeypatch, noise_teacher):
     import noisystudent.pipeline as pipeline
 
     seen = {}
@@ -100,10 +100,11 @@ def test_pixel_noise_reaches_the_noised_trainings_only(tmp_path, monkeypatch, no
     train = pipeline.train
     monkeypatch.setattr(pipeline, "train", spy)
     cfg = tiny(tmp_path, "pipeline.rounds=1", "teacher.epochs=1", "student.epochs=1", "noise.pixel_noise=0.05",
-               f"noise.noise_teacher={str(noise_teacher).lower()}")
+               "noise.mixup=0.4", f"noise.noise_teacher={str(noise_teacher).lower()}")
     run(cfg, progress=False)
-    assert seen["round-1"].pixel_noise == 0.05
+    assert seen["round-1"].pixel_noise == 0.05 and seen["round-1"].mixup == 0.4
     assert seen["round-0"].pixel_noise == (0.05 if noise_teacher else 0.0)
+    assert seen["round-0"].mixup == (0.4 if noise_teacher else 0.0)
     black = torch.zeros((8, 1, 8, 8), dtype=torch.uint8)
     assert (seen["round-1"](black, torch.Generator().manual_seed(0)) > 0).any()  # the noise is applied
     assert noise_teacher or not seen["round-0"](black, torch.Generator().manual_seed(0)).any()

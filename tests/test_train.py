@@ -19,7 +19,7 @@ def digits():
     return d.images[:600], d.labels[:600], d.images[1200:], d.labels[1200:]
 
 
-def _fit(images, labels, cfg, seed=0, noise=True, **kw):
+def _fit(images, labels, cfg, seed=0, noise=True, mixup=0.0, **kw):
     torch.manual_seed(0)
     model = create_model("resnet8", 10, 1, drop_rate=0.1, drop_path_rate=0.1)
     mean, std = torch.tensor([0.3]), torch.tensor([0.4])
@@ -27,7 +27,7 @@ def _fit(images, labels, cfg, seed=0, noise=True, **kw):
     unl = (images[:n_u], Targets.from_labels(labels[:n_u]))
     train(model, labeled=(images[n_u:], Targets.from_labels(labels[n_u:])), unlabeled=unl, cfg=cfg,
           num_classes=10, mean=mean, std=std, seed=seed, progress=False,
-          augmentation=Augmentation(crop_pad=1, randaugment=RandAugment(2, 5) if noise else None), **kw)
+          augmentation=Augmentation(crop_pad=1, randaugment=RandAugment(2, 5) if noise else None, mixup=mixup), **kw)
     return model, mean, std
 
 
@@ -39,10 +39,11 @@ def test_training_learns_digits(digits):
     assert accuracy(model, xt, yt, mean=mean, std=std) > 0.9
 
 
-def test_resume_after_interruption_is_bit_identical(digits, tmp_path):
+@pytest.mark.parametrize("mixup", [0.0, 0.5])
+def test_resume_after_interruption_is_bit_identical(digits, tmp_path, mixup):
     x, y, _, _ = digits
     cfg = TrainConfig(epochs=3, batch_size=32, unlabeled_ratio=1.0, ema=0.9)
-    ref, _, _ = _fit(x, y, cfg)
+    ref, _, _ = _fit(x, y, cfg, mixup=mixup)
 
     class Interrupt(Exception):
         pass
@@ -58,11 +59,45 @@ def test_resume_after_interruption_is_bit_identical(digits, tmp_path):
 
     state = tmp_path / "state.safetensors"
     with pytest.raises(Interrupt):   # dies during epoch 2's bookkeeping: epoch 1's state is on disk
-        _fit(x, y, cfg, state_path=state, metrics=StopAfter(2))
+        _fit(x, y, cfg, state_path=state, metrics=StopAfter(2), mixup=mixup)
     assert state.exists()
-    resumed, _, _ = _fit(x, y, cfg, state_path=state)
+    resumed, _, _ = _fit(x, y, cfg, state_path=state, mixup=mixup)
     for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("mixup", [0.0, 1.0])
+def test_mixup_feeds_the_model_mixed_images_of_labeled_and_pseudo_labeled_rows(mixup):
+    """Labeled images all black, pseudo-labeled all white: without mixup the model sees the two pixel
+    values only; with it, rows between them, each at least half its own image."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(16, 2)
+
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return self.fc(x.flatten(1))
+
+    black = torch.zeros((16, 1, 4, 4), dtype=torch.uint8)
+    white = torch.full((48, 1, 4, 4), 255, dtype=torch.uint8)
+    train(Recorder(), labeled=(black, Targets.from_labels(torch.zeros(16, dtype=torch.long))),
+          unlabeled=(white, Targets.from_labels(torch.ones(48, dtype=torch.long))),
+          cfg=TrainConfig(epochs=2, batch_size=8, unlabeled_ratio=3.0), num_classes=2,
+          mean=torch.tensor([0.0]), std=torch.tensor([1.0]), seed=0, progress=False,
+          augmentation=Augmentation(mixup=mixup))
+    x = torch.cat(seen)                         # (steps * 32, 1, 4, 4), pixels in [0, 1]
+    assert len(x) == 2 * 2 * 32
+    assert (x == x[:, :, :1, :1]).all()         # mixing whole images: each row stays one flat value
+    v = x[:, 0, 0, 0].view(-1, 32)              # per step: 8 labeled rows, then 24 pseudo-labeled
+    if mixup == 0:
+        assert (v[:, :8] == 0).all() and (v[:, 8:] == 1).all()
+    else:
+        assert (v[:, :8] <= 0.5).all() and (v[:, 8:] >= 0.5).all()  # a row keeps >= half its own image
+        # a labeled row's partner is pseudo-labeled 3 times in 4 (0.75 expected), a pseudo-labeled row's 1 in 4
+        assert (v[:, :8] > 0).float().mean() > 0.6 and 0.1 < (v[:, 8:] < 1).float().mean() < 0.4
 
 
 def test_a_different_seed_gives_different_weights(digits):
