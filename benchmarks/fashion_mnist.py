@@ -62,9 +62,10 @@ CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
 MAIN = ["teacher", "ns-1", "ns-2", "ns-3"]
 # row -> (overrides of round 1, reuse the main run's teacher)
 ABLATIONS = {
-    "no-noise": (["noise.randaugment=", "noise.dropout=0", "noise.drop_path=0"], True),
+    "no-noise": (["noise.randaugment=", "noise.pixel_noise=0", "noise.mixup=0", "noise.dropout=0", "noise.drop_path=0"],
+                 True),
     "input-noise-only": (["noise.dropout=0", "noise.drop_path=0"], True),
-    "model-noise-only": (["noise.randaugment="], True),
+    "model-noise-only": (["noise.randaugment=", "noise.pixel_noise=0", "noise.mixup=0"], True),
     "hard-labels": (["pseudo.mode=hard"], True),
     "no-threshold": (["pseudo.threshold=0"], True),
     "no-balance": (["pseudo.balance=false"], True),
@@ -161,7 +162,8 @@ def oracle(cfg: Config, directory: Path) -> tuple[float, float]:
     # the students' step: batch_size * (1 + unlabeled_ratio) images, for `epochs` passes over the data
     tcfg = TrainConfig(**{**vars(s), "batch_size": round(s.batch_size * (1 + s.unlabeled_ratio)), "eval_every": 0})
     aug = Augmentation(cfg.augment.crop_pad, cfg.augment.flip,
-                       RandAugment.from_spec(cfg.noise.randaugment) if cfg.noise.randaugment else None)
+                       RandAugment.from_spec(cfg.noise.randaugment) if cfg.noise.randaugment else None,
+                       pixel_noise=cfg.noise.pixel_noise, mixup=cfg.noise.mixup)  # the students' input noise
     t0 = time.perf_counter()
     train(model, labeled=(tr.images, Targets.from_labels(tr.labels)), unlabeled=None, cfg=tcfg,
           num_classes=len(tr.classes), mean=mean, std=std, augmentation=aug, seed=cfg.seed,

@@ -397,3 +397,24 @@ def test_flip_diagnosis_splits_noise_corruptions_from_the_others(flips):
     robustness = {"corruption_error": errors, "mce": 0.2, "flip_rate": {"translate": 0.031, "noise": 0.0579}}
     assert set(flips.NOISE_CORRUPTIONS) < set(CORRUPTIONS) and len(CORRUPTIONS) == 15
     assert flips.corruption_columns(robustness) == ["20.00", "50.00", "10.00", "3.10", "5.79"]
+
+
+def test_noise_ablations_switch_off_every_input_noise_the_config_may_hold(bench):
+    """no-noise removes every noise setting, model-noise-only every input noise, even where the YAML
+    turns on pixel noise or mixup (a noise setting added later must be added to these rows too)."""
+    from dataclasses import fields
+
+    from noisystudent import Config
+    from noisystudent.config import NoiseConfig
+
+    noisy = Config.from_yaml(bench.CONFIG).with_overrides(["noise.pixel_noise=0.05", "noise.mixup=0.3"])
+    settings = [f.name for f in fields(NoiseConfig) if f.name != "noise_teacher"]
+    off = noisy.with_overrides(bench.ABLATIONS["no-noise"][0]).noise
+    assert not any(getattr(off, name) for name in settings)
+    model_only = noisy.with_overrides(bench.ABLATIONS["model-noise-only"][0]).noise
+    inputs = {"randaugment", "pixel_noise", "mixup"}
+    assert not any(getattr(model_only, name) for name in inputs)
+    assert all(getattr(model_only, name) for name in set(settings) - inputs)  # dropout, stochastic depth stay
+    input_only = noisy.with_overrides(bench.ABLATIONS["input-noise-only"][0]).noise
+    assert all(getattr(input_only, name) for name in inputs)
+    assert not any(getattr(input_only, name) for name in set(settings) - inputs)
