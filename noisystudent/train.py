@@ -184,7 +184,7 @@ def train(model: torch.nn.Module, *, labeled: tuple[torch.Tensor, Targets],
                 y_u = targets_u.dense(rows_u, num_classes, device=device)
             x_in = augmentation(x, g_aug) if len(x) else x          # a rank may get no rows of a short batch
             inputs = to_model_input(x_in, mean, std)
-            if augmentation.mixup > 0:  # rows mix across the labeled and pseudo-labeled parts
+            if augmentation.mixup > 0:  # rows mix across the labeled and pseudo-labeled parts (of this rank's rows)
                 y_all = torch.cat([y_l, y_u]) if images_u is not None else y_l
                 inputs, y_all = mixup(inputs, y_all, augmentation.mixup, rng_mix)
                 y_l, y_u = y_all[:len(rows_l)], y_all[len(rows_l):]
