@@ -6,7 +6,8 @@ augmentation (weak crop/flip, then RandAugment when noise is on) and one forward
 loss is cross-entropy on the labeled targets plus `unlabeled_weight` times cross-entropy on the
 (soft or hard) pseudo-label targets. In the consistency variant the pseudo-label targets are the
 teacher's temperature-softened predictions, computed online on a weakly augmented view, and the
-unlabeled loss is T^2 * KL(teacher || student).
+unlabeled loss is T^2 * KL(teacher || student). With `Augmentation.mixup` the step's rows are then
+mixed pairwise, model inputs and targets alike (`noisystudent.augment.mix`).
 
 An epoch is one pass over the pseudo-labeled set when there is one, else over the labeled set
 (the labeled stream cycles, reshuffled each pass). Everything random is seeded per epoch from
