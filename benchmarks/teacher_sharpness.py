@@ -25,11 +25,17 @@ of clothing and natural photographs, not of digits or text.
 would give: the accuracy of the averaged labels' top class, and its gain over `--round`'s model
 alone (points). The models of a warm-started chain descend from one another, so their errors may
 be shared; this measures how much a labeller made of them would gain before anyone builds one.
+
+`--top-fractions F [F ...]` adds, for each F, the accuracy of the labels the model is most confident
+of: in each class (by the model's top class) the ceil(F x count) images of highest top-1
+probability, the selection `pseudo.per_class` makes when it is below a class's count. How much
+cleaner the most confident part is says what keeping only it could buy.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -65,6 +71,18 @@ def flip_average_gain(probs: torch.Tensor, probs_mirrored: torch.Tensor, labels:
     return ensemble_gain([probs, probs_mirrored], labels, probs)
 
 
+def top_fraction_accuracy(probs: torch.Tensor, labels: torch.Tensor, fraction: float) -> float:
+    """Accuracy of the top class over each class's ceil(fraction x count) most confident images (classes
+    by the top class, confidence the top-1 probability), as a fraction; the classes' picks pooled."""
+    top, hard = probs.max(1)
+    keep = torch.zeros(len(probs), dtype=torch.bool)
+    for c in hard.unique():
+        idx = (hard == c).nonzero().squeeze(1)
+        k = math.ceil(fraction * len(idx))
+        keep[idx[top[idx].argsort(descending=True, stable=True)[:k]]] = True
+    return (hard[keep] == labels[keep]).float().mean().item()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dirs", nargs="+", type=Path)
@@ -74,13 +92,21 @@ def main() -> None:
     ap.add_argument("--ensemble", type=int, nargs="+", metavar="R",
                     help="also score the soft labels averaged over these rounds' models of each run "
                          "(give it after the run directories)")
+    ap.add_argument("--top-fractions", type=float, nargs="+", metavar="F",
+                    help="also score each class's most confident fraction F of the labels (0 < F <= 1; "
+                         "give it after the run directories)")
     args = ap.parse_args()
+    fractions = args.top_fractions or []
+    if any(not 0 < f <= 1 for f in fractions):
+        ap.error("--top-fractions takes fractions in (0, 1]")
     print(machine_line())
     extra_cols = " flip-averaged accuracy % | gain (points) |" if args.flip_average else ""
     if args.ensemble:
         extra_cols += f" rounds {'+'.join(map(str, args.ensemble))} averaged accuracy % | gain (points) |"
+    extra_cols += "".join(f" top {100 * f:g}% a class: accuracy % |" for f in fractions)
     print(f"| run | model | pool | accuracy % | mean top-1 probability | top-1 > 0.9 % | mean entropy (nats) |{extra_cols}")
-    print("|---|---|---:|---:|---:|---:|---:|" + "---:|---:|" * (args.flip_average + bool(args.ensemble)))
+    print("|---|---|---:|---:|---:|---:|---:|" + "---:|---:|" * (args.flip_average + bool(args.ensemble))
+          + "---:|" * len(fractions))
     for run_dir in args.run_dirs:
         ckpts = {r: run_dir / f"round-{r}" / "model.safetensors" for r in {args.round, *(args.ensemble or [])}}
         missing = [p.relative_to(run_dir) for p in [run_dir / "config.yaml", *ckpts.values()] if not p.exists()]
@@ -116,6 +142,8 @@ def main() -> None:
                 members = [probs if r == args.round else soft_labels(r, pool.images) for r in args.ensemble]
                 acc, gain = ensemble_gain(members, pool.labels, probs)
                 row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
+        for f in fractions:
+            row += " - |" if pool.labels is None else f" {100 * top_fraction_accuracy(probs, pool.labels, f):.2f} |"
         print(row, flush=True)
 
 

@@ -389,6 +389,20 @@ def test_ensemble_gain_averages_the_members_and_compares_with_the_single_model(s
     assert sharpness.ensemble_gain([a, b], labels, b) == (pytest.approx(2 / 3), pytest.approx(1 / 3))
 
 
+def test_top_fraction_accuracy_keeps_each_class_most_confident(sharpness):
+    import torch
+
+    # class 0 (by top class): confidences 0.9 right, 0.8 wrong, 0.6 wrong; class 1: 0.95 wrong, 0.7 right
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.05, 0.95], [0.3, 0.7]])
+    labels = torch.tensor([0, 1, 1, 0, 1])
+    acc = sharpness.top_fraction_accuracy
+    assert acc(probs, labels, 1.0) == pytest.approx(2 / 5)
+    assert acc(probs, labels, 0.5) == pytest.approx(1 / 3)   # ceil: 2 of class 0 (right, wrong), 1 of class 1 (wrong)
+    assert acc(probs, labels, 0.3) == pytest.approx(1 / 2)   # 1 of each: 0.9 right, 0.95 wrong
+    probs[3] = torch.tensor([0.35, 0.65])                    # class 1's wrong label is now its least confident
+    assert acc(probs, labels, 0.3) == pytest.approx(1.0)
+
+
 def test_flip_diagnosis_splits_noise_corruptions_from_the_others(flips):
     from noisystudent.robustness import CORRUPTIONS
 
