@@ -68,7 +68,8 @@ model cost), so the comparison is what a fixed time budget buys:
                 round 1 88.00% against 87.34, round 3 89.14 against 89.13
   m5-lr04-s2-warm-e9-mix03  m5-lr04-s2-warm-e9 (5 rounds of 9 passes with --rounds 5) with noise.mixup=0.3:
                 Arazo et al. found mixup to be what lets frequent relabeling pay; without it the 9-pass
-                chain ended 0.58 below the 15-pass one. 2026-12-07, 2 seeds: 89.34% (88.94, 89.74)
+                chain ended 0.58 below the 15-pass one. 2026-12-07, 3 seeds: 89.15% (88.94, 89.74, 88.76)
+                against m5-lr04-s2-warm-e15's 88.85 (89.08, 89.18, 88.30), paired +0.29 +- 0.38
   m5-lr04-s2-warm-pc3240-e25  m5-lr04-s2-warm-e15 keeping only each class's 3,240 most confident
                 pseudo-labels (pseudo.per_class=3240: 60% of the 54,000-image pool, the paper's selection of
                 the most confident images per class) for 25 passes, the same number of steps: the
