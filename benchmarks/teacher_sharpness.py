@@ -44,7 +44,7 @@ from common import machine_line
 from noisystudent import Config
 from noisystudent.checkpoint import load_model
 from noisystudent.data.build import build_datasets
-from noisystudent.pseudo_label import predict
+from noisystudent.pseudo_label import most_confident_first, predict
 from noisystudent.targets import Targets
 
 
@@ -75,11 +75,8 @@ def top_fraction_accuracy(probs: torch.Tensor, labels: torch.Tensor, fraction: f
     """Accuracy of the top class over each class's ceil(fraction x count) most confident images (classes
     by the top class, confidence the top-1 probability), as a fraction; the classes' picks pooled."""
     top, hard = probs.max(1)
-    keep = torch.zeros(len(probs), dtype=torch.bool)
-    for c in hard.unique():
-        idx = (hard == c).nonzero().squeeze(1)
-        k = math.ceil(fraction * len(idx))
-        keep[idx[top[idx].argsort(descending=True, stable=True)[:k]]] = True
+    orders = most_confident_first(hard, top, torch.arange(len(probs)), probs.shape[1])
+    keep = torch.cat([order[:math.ceil(fraction * len(order))] for order in orders])
     return (hard[keep] == labels[keep]).float().mean().item()
 
 

@@ -126,6 +126,14 @@ def shard_path(path: Path, rank: int) -> Path:
     return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
 
+def most_confident_first(hard: torch.Tensor, confidence: torch.Tensor, candidates: torch.Tensor,
+                         num_classes: int) -> list[torch.Tensor]:
+    """Per class c (by hard label), the indices of `candidates` labeled c, most confident first (ties
+    in index order); an empty tensor for a class with none."""
+    return [(m := candidates[hard[candidates] == c])[confidence[m].argsort(descending=True, stable=True)]
+            for c in range(num_classes)]
+
+
 def select(pl: PseudoLabels, *, num_classes: int, threshold: float = 0.0, balance: bool = True,
            per_class: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
     """Indices of the pseudo-labeled images to train on (with repeats when balancing duplicates).
@@ -150,14 +158,8 @@ def select(pl: PseudoLabels, *, num_classes: int, threshold: float = 0.0, balanc
         stats["target_per_class"] = None
     else:
         target = per_class if per_class > 0 else max(1, round(len(passed) / num_classes))
-        parts = []
-        for c in range(num_classes):
-            members = passed[pl.hard[passed] == c]
-            if len(members) == 0:
-                continue
-            order = members[pl.confidence[members].argsort(descending=True, stable=True)]
-            reps = torch.arange(target) % len(order)  # most confident first; cycles when too few
-            parts.append(order[reps])
+        parts = [order[torch.arange(target) % len(order)]  # most confident first; cycles when too few
+                 for order in most_confident_first(pl.hard, pl.confidence, passed, num_classes) if len(order)]
         chosen = torch.cat(parts) if parts else passed[:0]
         stats["target_per_class"] = target
         empty = [c for c in range(num_classes) if before[c] == 0]
