@@ -76,6 +76,10 @@ model cost), so the comparison is what a fixed time budget buys:
                 teacher's top 60% per class are 93.0% right against 84.4% for all (seed 0). 2026-12-07,
                 2 seeds: round 1 88.07% against 87.34, round 3 88.46 against 89.13 (docs/RESULTS.md
                 "Fewer, cleaner pseudo-labels")
+  m5-lr04-s2-warm-e15-cur  m5-lr04-s2-warm-e15 with a curriculum (pseudo.curriculum=[0.6,0.8,1.0]): round 1
+                trains on each class's most confident 60%, round 2 on 80%, round 3 on all, each repeated up
+                to the same per-class target (the same steps): m5-lr04-s2-warm-pc3240-e25's round 1, with the
+                hard images given back in the later rounds
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -163,6 +167,7 @@ VARIANTS = {
     "m5-lr04-s2-warm-e15-mix03": [*S2_WARM, "student.epochs=15", "noise.mixup=0.3"],
     "m5-lr04-s2-warm-e9-mix03": [*S2_WARM, "student.epochs=9", "noise.mixup=0.3"],
     "m5-lr04-s2-warm-pc3240-e25": [*S2_WARM, "student.epochs=25", "pseudo.per_class=3240"],
+    "m5-lr04-s2-warm-e15-cur": [*S2_WARM, "student.epochs=15", "pseudo.curriculum=[0.6,0.8,1.0]"],
 }
 # the students' noise of the config, given to the teacher run only (a variant keeps its own students' noise)
 TEACHER_NOISE = ["noise.randaugment=rand-n2-m5", "noise.dropout=0.5", "noise.drop_path=0.2"]

@@ -35,7 +35,7 @@ config keys (see `noisystudent config` for all of them and their values):
   model.warm_start  an equal student starts from its teacher's weights (true|false)
   noise.*     randaugment (e.g. rand-n2-m9), dropout, drop_path, pixel_noise, mixup, noise_teacher
   teacher.* / student.*   epochs, batch_size, unlabeled_ratio, optimizer, lr, schedule, ema, sync_bn, ...
-  pseudo.*    mode (soft|hard), temperature, threshold, balance, per_class, topk
+  pseudo.*    mode (soft|hard), temperature, threshold, balance, per_class, curriculum, topk
   pipeline.*  rounds, variant (noisy_student|consistency), report
 """
 

@@ -105,6 +105,11 @@ class PseudoLabelConfig:
     threshold: float = 0.0          # keep unlabeled images whose teacher confidence is >= this
     balance: bool = True            # equalise per-class counts (duplicate or keep the most confident)
     per_class: int = 0              # balancing target per class (0 = kept images / classes)
+    curriculum: list[float] = field(default_factory=list)
+                                    # fraction of each class's most confident pseudo-labels (after the
+                                    # threshold) that rounds 1, 2, ... train on; the last value repeats;
+                                    # [] = all. With balance the kept ones repeat up to the per-class
+                                    # target, so a round's steps do not change (e.g. [0.6, 0.8, 1.0])
     topk: int = 0                   # probabilities stored per image (0 = all classes up to 32, else 10)
     batch_size: int = 128           # images per inference batch: pseudo-labeling, test evaluation,
                                     # robustness (results do not depend on it; on a CPU 128 beat 512)
@@ -224,6 +229,11 @@ class Config:
         names = self.model.names
         return names[min(k, len(names) - 1)]
 
+    def curriculum_for_round(self, k: int) -> float:
+        """The fraction of each class's most confident pseudo-labels that round k (>= 1) keeps."""
+        fractions = self.pseudo.curriculum
+        return fractions[min(k, len(fractions)) - 1] if fractions else 1.0
+
     # ---- checks -------------------------------------------------------------------------------
     def validate(self) -> None:
         _choice("data.source", self.data.source, ("digits", "idx", "cifar", "folder"))
@@ -249,6 +259,8 @@ class Config:
         _range("pseudo.threshold", self.pseudo.threshold, 0.0, 1.0, hi_open=True)
         _range("pseudo.temperature", self.pseudo.temperature, 0.0, None, lo_open=True)
         _range("pseudo.per_class", self.pseudo.per_class, 0, None)
+        for i, f in enumerate(self.pseudo.curriculum):
+            _range(f"pseudo.curriculum[{i}]", f, 0.0, 1.0, lo_open=True)
         _range("pseudo.topk", self.pseudo.topk, 0, None)
         _positive("pseudo.batch_size", self.pseudo.batch_size)
         _range("pipeline.rounds", self.pipeline.rounds, 0, None)
@@ -279,8 +291,8 @@ class Config:
 
 # Settings added after run directories and benchmark records were keyed by the config hash: left out
 # of the hash at their default, so a config that does not use them keeps its hash.
-_ADDED_LATER = (("model", "warm_start"), ("noise", "pixel_noise"), ("noise", "mixup"))
-_DEFAULTS = {"model": ModelConfig(), "noise": NoiseConfig()}
+_ADDED_LATER = (("model", "warm_start"), ("noise", "pixel_noise"), ("noise", "mixup"), ("pseudo", "curriculum"))
+_DEFAULTS = {"model": ModelConfig(), "noise": NoiseConfig(), "pseudo": PseudoLabelConfig()}
 # Settings that do not change results but were hashed once: hashed at the value earlier hashes saw,
 # whatever they are set to, so changing them neither forks benchmark records nor blocks a resume.
 # (Inference runs in eval mode, each image on its own: its batching changes speed only.)
@@ -347,14 +359,23 @@ def _check_type(value: Any, hint: Any, key: str, origin: str) -> Any:
     origin_t = typing.get_origin(hint)
     if origin_t in (list, typing.List):
         (item_t,) = typing.get_args(hint)
-        if isinstance(value, str):  # --set model.names=resnet8 or "resnet8,resnet14"
+        if isinstance(value, str):  # --set model.names=resnet8 or "resnet8,resnet14"; pseudo.curriculum=0.6,1
             value = [v.strip() for v in value.split(",") if v.strip()]
+            if item_t is not str:
+                value = [_yaml_scalar(v) for v in value]
         if not isinstance(value, list):
             raise bad(f"a list of {item_t.__name__}")
         return [_check_type(v, item_t, f"{key}[{i}]", origin) for i, v in enumerate(value)]
     if origin_t in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported config type {hint} for {key}")  # keep configs simple
     raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def _yaml_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _suggest(word: str, choices: list[str]) -> str:

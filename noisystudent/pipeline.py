@@ -185,7 +185,7 @@ def _round(ctx: _Context, k: int) -> dict[str, Any]:
     elif k > 0:
         teacher, _ = load_model(ctx.run_dir / f"round-{k - 1}" / "model.safetensors", ctx.device)
         previous = teacher
-        pl, chosen, selection = stage_pseudo_label(ctx, rdir, teacher)
+        pl, chosen, selection = stage_pseudo_label(ctx, rdir, k, teacher)
         if len(chosen) == 0 and cfg.pipeline.variant != "consistency":
             log.warning("round %d: no pseudo-label passed the threshold %.2f; the student trains on the labeled "
                         "images only (lower pseudo.threshold or train the teacher longer)", k, cfg.pseudo.threshold)
@@ -214,9 +214,10 @@ def _round(ctx: _Context, k: int) -> dict[str, Any]:
 
 
 # ---- stages ------------------------------------------------------------------------------------------
-def stage_pseudo_label(ctx: _Context, rdir: Path,
+def stage_pseudo_label(ctx: _Context, rdir: Path, k: int,
                        teacher: torch.nn.Module) -> tuple[PseudoLabels, torch.Tensor, dict[str, Any]]:
-    """Label every unlabeled image with the clean teacher, then threshold and balance."""
+    """Label every unlabeled image with the clean teacher, then threshold, keep round k's curriculum
+    fraction of each class and balance."""
     cfg = ctx.cfg.pseudo
     pl_path, sel_path = rdir / "pseudo_labels.safetensors", rdir / "selection.json"
     if pl_path.exists():
@@ -229,11 +230,14 @@ def stage_pseudo_label(ctx: _Context, rdir: Path,
     if sel_path.exists() and idx_path.exists():
         return pl, load_tensors(idx_path)["indices"], read_json(sel_path)
     chosen, stats = select(pl, num_classes=ctx.num_classes, threshold=cfg.threshold, balance=cfg.balance,
-                           per_class=cfg.per_class)
+                           per_class=cfg.per_class, fraction=ctx.cfg.curriculum_for_round(k))
     stats.update(accuracy_stats(pl, chosen, ctx.data.unlabeled.labels))
-    log.info("%s: %s of %s unlabeled images pass the threshold %.2f (%.1f%%); %s selected after balancing%s",
+    log.info("%s: %s of %s unlabeled images pass the threshold %.2f (%.1f%%); %s%s selected after balancing%s",
              rdir.name, f"{stats['passed_threshold']:,}", f"{stats['total']:,}", cfg.threshold,
-             100 * stats["kept_fraction"], f"{stats['selected']:,}",
+             100 * stats["kept_fraction"],
+             "" if "curriculum_fraction" not in stats else
+             f"each class's most confident {stats['curriculum_fraction']:.0%} ({stats['unique_selected']:,} images) kept, ",
+             f"{stats['selected']:,}",
              "" if stats["pseudo_label_accuracy"] is None else
              f"; pseudo-label accuracy {_pct(stats['pseudo_label_accuracy'])} on all, "
              f"{_pct(stats['pseudo_label_accuracy_selected'])} on the selected")

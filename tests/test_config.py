@@ -56,6 +56,9 @@ def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
     ("teacher.epochs", "expected KEY=VALUE"),
     ("data.workers=-1", "data.workers"),
     ("data.validation=-5", "data.validation"),
+    ("pseudo.curriculum=[0.5,0]", "pseudo.curriculum[1]: expected a value in (0.0, 1.0]"),
+    ("pseudo.curriculum=0.5,1.5", "pseudo.curriculum[1]: expected a value in (0.0, 1.0]"),
+    ("pseudo.curriculum=half", "pseudo.curriculum[0]: expected a number, got 'half'"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(UserError) as e:
@@ -89,7 +92,7 @@ def test_hash_ignores_where_the_run_is_written_and_diff_names_changes():
 
 
 @pytest.mark.parametrize(("section", "key", "other"), [("model", "warm_start", "true"), ("noise", "pixel_noise", "0.05"),
-                                                        ("noise", "mixup", "0.4")])
+                                                        ("noise", "mixup", "0.4"), ("pseudo", "curriculum", "[0.6,1.0]")])
 def test_settings_added_later_leave_the_hash_at_their_default(section, key, other):
     # run directories and benchmark records made before the setting existed keep their hash
     a = Config()
@@ -104,6 +107,14 @@ def test_inference_batch_size_does_not_change_the_hash():
     a = Config()
     assert a.pseudo.batch_size == 128 and a.hash_dict()["pseudo"]["batch_size"] == 512
     assert a.hash() == a.with_overrides(["pseudo.batch_size=512"]).hash() == a.with_overrides(["pseudo.batch_size=7"]).hash()
+
+
+def test_curriculum_for_round_repeats_the_last_and_defaults_to_all():
+    assert [Config().curriculum_for_round(k) for k in (1, 2, 5)] == [1.0, 1.0, 1.0]
+    cfg = Config().with_overrides(["pseudo.curriculum=0.6,0.8,1"])  # the comma form parses numbers
+    assert cfg.pseudo.curriculum == [0.6, 0.8, 1.0]
+    assert [cfg.curriculum_for_round(k) for k in (1, 2, 3, 4)] == [0.6, 0.8, 1.0, 1.0]
+    assert Config().with_overrides(["pseudo.curriculum=[0.5]"]).curriculum_for_round(3) == 0.5
 
 
 def test_model_for_round_repeats_the_last():

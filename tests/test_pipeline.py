@@ -116,6 +116,21 @@ def test_smaller_student_warns(tmp_path, caplog):
     assert "smaller than its teacher" in caplog.text
 
 
+def test_curriculum_keeps_fewer_distinct_images_in_early_rounds_at_the_same_count(tmp_path, caplog):
+    caplog.set_level("INFO")
+    cfg = tiny(tmp_path, "pseudo.curriculum=[0.5,1.0]")
+    result = run(cfg, progress=False)
+    sel = [json.loads((tmp_path / cfg.name / f"round-{k}" / "selection.json").read_text()) for k in (1, 2)]
+    assert sel[0]["curriculum_fraction"] == 0.5 and "curriculum_fraction" not in sel[1]
+    # ceil(0.5 * n) of each class's n: at most half of what passed, plus one per class
+    assert sel[0]["unique_selected"] <= 0.5 * sel[0]["passed_threshold"] + 10
+    assert sel[1]["unique_selected"] > sel[0]["unique_selected"]
+    # balancing repeats the kept half up to the target: every round trains the same number of rows
+    assert [r["pseudo_labels_kept"] for r in result.rows[1:]] == [s["selected"] for s in sel]
+    assert set(sel[0]["per_class_after"]) <= {0, sel[0]["target_per_class"]}
+    assert "round-1: " in caplog.text and "each class's most confident 50%" in caplog.text
+
+
 def test_no_pseudo_label_passing_the_threshold_warns(tmp_path, caplog):
     cfg = tiny(tmp_path, "pipeline.rounds=1", "teacher.epochs=1", "pseudo.threshold=0.9999")
     result = run(cfg, progress=False)

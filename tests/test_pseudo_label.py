@@ -62,6 +62,28 @@ def test_balance_gives_target_counts_keeping_most_confident_and_duplicating():
     assert stats["target_per_class"] == 3
 
 
+def test_curriculum_fraction_keeps_each_class_most_confident_and_balances_to_the_same_target():
+    # class 0: 5 images, class 1: 2, class 2: 3; the threshold drops image 9
+    hard = [0, 0, 0, 0, 0, 1, 1, 2, 2, 2]
+    conf = [0.5, 0.9, 0.7, 0.6, 0.8, 0.99, 0.95, 0.4, 0.6, 0.3]
+    pl = _pl(hard, conf)
+    full, full_stats = select(pl, num_classes=3, threshold=0.35, balance=True)
+    chosen, stats = select(pl, num_classes=3, threshold=0.35, balance=True, fraction=0.4)
+    assert stats["target_per_class"] == full_stats["target_per_class"] == 3  # 9 passed / 3 classes
+    assert stats["per_class_after"] == [3, 3, 3] and len(chosen) == len(full)  # the same steps
+    counts = torch.bincount(chosen, minlength=10).tolist()
+    assert counts[:5] == [0, 2, 0, 0, 1]   # ceil(0.4 * 5) = 2 most confident of class 0, cycled to 3
+    assert counts[5:7] == [3, 0]           # ceil(0.4 * 2) = 1
+    assert counts[7:] == [0, 3, 0]         # ceil(0.4 * 2 passed) = 1
+    assert stats["unique_selected"] == 4 and stats["curriculum_fraction"] == 0.4
+    assert "curriculum_fraction" not in full_stats
+    # without balancing: only the kept part, no repeats
+    chosen, _ = select(pl, num_classes=3, threshold=0.35, balance=False, fraction=0.4)
+    assert chosen.tolist() == [1, 4, 5, 8]
+    # a fraction of 1 is the plain selection
+    assert torch.equal(select(pl, num_classes=3, threshold=0.35, fraction=1.0)[0], full)
+
+
 def test_balance_with_an_empty_class_warns_and_skips(caplog):
     pl = _pl([0, 0, 1], [0.9, 0.8, 0.7])
     chosen, stats = select(pl, num_classes=3, balance=True, per_class=2)
