@@ -79,8 +79,8 @@ model cost), so the comparison is what a fixed time budget buys:
   m5-lr04-s2-warm-e15-cur  m5-lr04-s2-warm-e15 with a curriculum (pseudo.curriculum=[0.6,0.8,1.0]): round 1
                 trains on each class's most confident 60%, round 2 on 80%, round 3 on all, each repeated up
                 to the same per-class target (the same steps): m5-lr04-s2-warm-pc3240-e25's round 1, with the
-                hard images given back in the later rounds. 2026-12-07, 2 seeds, paired on one machine:
-                round 1 +0.32, round 3 88.49% against 88.34 (+0.15 +- 0.27; docs/RESULTS.md "A curriculum")
+                hard images given back in the later rounds. 2026-12-07, 3 seeds, paired on one machine:
+                round 1 -0.01, round 3 88.48% against 88.38 (+0.10 +- 0.21; docs/RESULTS.md "A curriculum")
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
