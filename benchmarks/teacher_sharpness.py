@@ -35,7 +35,6 @@ cleaner the most confident part is says what keeping only it could buy.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -44,7 +43,7 @@ from common import machine_line
 from noisystudent import Config
 from noisystudent.checkpoint import load_model
 from noisystudent.data.build import build_datasets
-from noisystudent.pseudo_label import most_confident_first, predict
+from noisystudent.pseudo_label import most_confident_part, predict
 from noisystudent.targets import Targets
 
 
@@ -75,8 +74,7 @@ def top_fraction_accuracy(probs: torch.Tensor, labels: torch.Tensor, fraction: f
     """Accuracy of the top class over each class's ceil(fraction x count) most confident images (classes
     by the top class, confidence the top-1 probability), as a fraction; the classes' picks pooled."""
     top, hard = probs.max(1)
-    orders = most_confident_first(hard, top, torch.arange(len(probs)), probs.shape[1])
-    keep = torch.cat([order[:math.ceil(fraction * len(order))] for order in orders])
+    keep = torch.cat(most_confident_part(hard, top, torch.arange(len(probs)), probs.shape[1], fraction))
     return (hard[keep] == labels[keep]).float().mean().item()
 
 

@@ -135,6 +135,13 @@ def most_confident_first(hard: torch.Tensor, confidence: torch.Tensor, candidate
             for c in range(num_classes)]
 
 
+def most_confident_part(hard: torch.Tensor, confidence: torch.Tensor, candidates: torch.Tensor, num_classes: int,
+                        fraction: float = 1.0) -> list[torch.Tensor]:
+    """`most_confident_first`, each class cut to its ceil(fraction x count) most confident (0 < fraction <= 1)."""
+    orders = most_confident_first(hard, confidence, candidates, num_classes)
+    return orders if fraction >= 1.0 else [order[:math.ceil(fraction * len(order))] for order in orders]
+
+
 def select(pl: PseudoLabels, *, num_classes: int, threshold: float = 0.0, balance: bool = True,
            per_class: int = 0, fraction: float = 1.0) -> tuple[torch.Tensor, dict[str, Any]]:
     """Indices of the pseudo-labeled images to train on (with repeats when balancing duplicates).
@@ -144,8 +151,8 @@ def select(pl: PseudoLabels, *, num_classes: int, threshold: float = 0.0, balanc
     class has too many and repeating its images, most confident first, where it has too few.
     `per_class` = 0 uses the number kept after the threshold divided by the number of classes.
     Fraction (a curriculum's step): of each class's images that passed, only the most confident
-    `fraction` (at least one) are kept; balancing then repeats them up to the same target, so the
-    number selected does not change, only how many distinct images it holds.
+    `fraction` are kept (`most_confident_part`); balancing then repeats them up to the same target,
+    so the number selected does not change, only how many distinct images it holds.
     Returns (indices (M,) int64, statistics).
     """
     passed = (pl.confidence >= threshold).nonzero().squeeze(1)
@@ -157,20 +164,17 @@ def select(pl: PseudoLabels, *, num_classes: int, threshold: float = 0.0, balanc
         "kept_fraction": len(passed) / max(len(pl), 1),
         "per_class_before": before.tolist(),
     }
-    orders = None
-    if fraction < 1.0:  # each class's most confident part of what passed
-        orders = [order[:max(1, math.ceil(fraction * len(order)))]
-                  for order in most_confident_first(pl.hard, pl.confidence, passed, num_classes)]
+    if fraction < 1.0:
         stats["curriculum_fraction"] = fraction
     if not balance or len(passed) == 0:
-        chosen = passed if orders is None else torch.cat(orders)
+        chosen = passed if fraction >= 1.0 else torch.cat(
+            most_confident_part(pl.hard, pl.confidence, passed, num_classes, fraction))
         stats["target_per_class"] = None
     else:
         target = per_class if per_class > 0 else max(1, round(len(passed) / num_classes))
-        if orders is None:
-            orders = most_confident_first(pl.hard, pl.confidence, passed, num_classes)
         parts = [order[torch.arange(target) % len(order)]  # most confident first; cycles when too few
-                 for order in orders if len(order)]
+                 for order in most_confident_part(pl.hard, pl.confidence, passed, num_classes, fraction)
+                 if len(order)]
         chosen = torch.cat(parts) if parts else passed[:0]
         stats["target_per_class"] = target
         empty = [c for c in range(num_classes) if before[c] == 0]
