@@ -4,6 +4,7 @@
     python benchmarks/teacher_sharpness.py --round 2 runs/fashion-mnist
     python benchmarks/teacher_sharpness.py --flip-average runs/fmnist-tune/seed0-teacher
     python benchmarks/teacher_sharpness.py runs/fashion-mnist --round 3 --ensemble 1 2 3
+    python benchmarks/teacher_sharpness.py --across-runs runs/fmnist-tune/seed0-teacher runs/t-seed10 runs/t-seed20
 
 Two teachers of the same accuracy can hand their student very different targets: one trained to a
 near-zero loss puts almost all its probability on its top class, one trained with noise spreads it.
@@ -30,11 +31,21 @@ be shared; this measures how much a labeller made of them would gain before anyo
 of: in each class (by the model's top class) the ceil(F x count) images of highest top-1
 probability, the selection `pseudo.per_class` makes when it is below a class's count. How much
 cleaner the most confident part is says what keeping only it could buy.
+
+`--across-runs` measures a labeller of independent models instead: the `--round` models of all the
+run directories given (trained with other seeds, or on other labeled sets) label the training
+images that none of the runs had labels for, and it prints each model's accuracy there and that
+of the average of every group of two or more. Runs with the same `data` section but another `seed`
+share their labeled images, as the members of a labeller for one user's labels would; runs with
+another `data.split_seed` had other labeled images, so their average has seen more labels than any
+one run (a contrast, not a labeller one user could build). IDX and CIFAR sources only: the split is
+redrawn from the training set with each run's split seed.
 """
 
 from __future__ import annotations
 
 import argparse
+from itertools import combinations
 from pathlib import Path
 
 import torch
@@ -43,6 +54,9 @@ from common import machine_line
 from noisystudent import Config
 from noisystudent.checkpoint import load_model
 from noisystudent.data.build import build_datasets
+from noisystudent.data.cifar import load_cifar
+from noisystudent.data.sources import load_idx
+from noisystudent.data.splits import split_per_class
 from noisystudent.pseudo_label import most_confident_part, predict
 from noisystudent.targets import Targets
 
@@ -78,6 +92,59 @@ def top_fraction_accuracy(probs: torch.Tensor, labels: torch.Tensor, fraction: f
     return (hard[keep] == labels[keep]).float().mean().item()
 
 
+def unlabeled_for_all(train_labels: torch.Tensor, data_cfgs: list) -> torch.Tensor:
+    """Indices of the training images that no config's labeled split (labeled_per_class, split_seed) holds."""
+    labeled = torch.zeros(len(train_labels), dtype=torch.bool)
+    for d in data_cfgs:
+        labeled[split_per_class(train_labels, d.labeled_per_class, d.split_seed)[0]] = True
+    return (~labeled).nonzero().squeeze(1)
+
+
+def group_gains(probs: list[torch.Tensor], labels: torch.Tensor) -> list[tuple[tuple[int, ...], float, float]]:
+    """For every group of two or more members (by index): the accuracy of their averaged soft labels'
+    top class and its gain over the group's most accurate member, as fractions."""
+    alone = [(p.argmax(1) == labels).float().mean().item() for p in probs]
+    groups = [g for n in range(2, len(probs) + 1) for g in combinations(range(len(probs)), n)]
+    return [(g, *ensemble_gain([probs[i] for i in g], labels, probs[max(g, key=alone.__getitem__)]))
+            for g in groups]
+
+
+def soft_labels(model_and_meta: tuple, images: torch.Tensor, temperature: float, batch_size: int) -> torch.Tensor:
+    """A checkpoint's model labels `images` as the pipeline does, all classes kept; (N, K) in class order."""
+    model, meta = model_and_meta
+    mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
+    k = meta["model"]["num_classes"]
+    pl = predict(model, images, mean=mean, std=std, temperature=temperature, topk=k,
+                 batch_size=batch_size, progress=False)
+    return Targets(pl.topk_index, pl.topk_prob).dense(torch.arange(len(pl)), k)
+
+
+def across_runs(run_dirs: list[Path], rnd: int) -> None:
+    """The --across-runs table: each run's round-`rnd` model alone, then every group's average."""
+    ckpts = [r / f"round-{rnd}" / "model.safetensors" for r in run_dirs]
+    for r, c in zip(run_dirs, ckpts):
+        if not (r / "config.yaml").exists() or not c.exists():
+            raise SystemExit(f"{r}: expected a run directory with config.yaml and round-{rnd}/model.safetensors")
+    cfgs = [Config.from_yaml(r / "config.yaml") for r in run_dirs]
+    d0 = cfgs[0].data
+    if d0.source not in ("idx", "cifar") or any((c.data.source, c.data.dir) != (d0.source, d0.dir) for c in cfgs):
+        raise SystemExit("--across-runs: every run must read the same IDX or CIFAR training set")
+    train = (load_idx if d0.source == "idx" else load_cifar)(d0.dir, "train")
+    keep = unlabeled_for_all(train.labels, [c.data for c in cfgs])
+    images, labels = train.images[keep], train.labels[keep]
+    probs = []
+    print("| run | seed | split seed | model | images | accuracy % |\n|---|---:|---:|---|---:|---:|")
+    for i, (r, c, ckpt) in enumerate(zip(run_dirs, cfgs, ckpts)):
+        loaded = load_model(ckpt)
+        probs.append(soft_labels(loaded, images, c.pseudo.temperature, c.pseudo.batch_size))
+        acc = (probs[-1].argmax(1) == labels).float().mean().item()
+        print(f"| {i}: {r.name} | {c.seed} | {c.data.split_seed} | {loaded[1]['model']['name']} | {len(labels):,} | "
+              f"{100 * acc:.2f} |", flush=True)
+    print("\n| members averaged | accuracy % | gain over the best member of the group (points) |\n|---|---:|---:|")
+    for g, acc, gain in group_gains(probs, labels):
+        print(f"| {' + '.join(map(str, g))} | {100 * acc:.2f} | {100 * gain:+.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dirs", nargs="+", type=Path)
@@ -90,7 +157,16 @@ def main() -> None:
     ap.add_argument("--top-fractions", type=float, nargs="+", metavar="F",
                     help="also score each class's most confident fraction F of the labels (0 < F <= 1; "
                          "give it after the run directories)")
+    ap.add_argument("--across-runs", action="store_true",
+                    help="average the --round models of all the runs instead, scored on the training images "
+                         "none of them had labels for (IDX and CIFAR sources)")
     args = ap.parse_args()
+    if args.across_runs:
+        if args.flip_average or args.ensemble or args.top_fractions:
+            ap.error("--across-runs takes no --flip-average, --ensemble or --top-fractions")
+        print(machine_line())
+        across_runs(args.run_dirs, args.round)
+        return
     fractions = args.top_fractions or []
     if any(not 0 < f <= 1 for f in fractions):
         ap.error("--top-fractions takes fractions in (0, 1]")
@@ -111,16 +187,10 @@ def main() -> None:
         pool = build_datasets(cfg.data).unlabeled
         models = {r: load_model(ckpt) for r, ckpt in ckpts.items()}  # (model, meta), each read once
 
-        def soft_labels(r: int, images: torch.Tensor) -> torch.Tensor:
-            """Round r's model, the pipeline's own pseudo-labeling, all classes kept; back to (N, K) in class order."""
-            model, meta = models[r]
-            mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
-            k = meta["model"]["num_classes"]
-            pl = predict(model, images, mean=mean, std=std, temperature=cfg.pseudo.temperature, topk=k,
-                         batch_size=cfg.pseudo.batch_size, progress=False)
-            return Targets(pl.topk_index, pl.topk_prob).dense(torch.arange(len(pl)), k)
+        def labels_of(r: int, images: torch.Tensor) -> torch.Tensor:
+            return soft_labels(models[r], images, cfg.pseudo.temperature, cfg.pseudo.batch_size)
 
-        probs, meta = soft_labels(args.round, pool.images), models[args.round][1]
+        probs, meta = labels_of(args.round, pool.images), models[args.round][1]
         s = soft_label_stats(probs, pool.labels)
         row = (f"| {run_dir.name} | {meta['model']['name']} | {len(probs):,} | {100 * s['accuracy']:.2f} | "
                f"{s['mean_top1']:.3f} | {100 * s['above_0.9']:.1f} | {s['entropy']:.3f} |")
@@ -128,13 +198,13 @@ def main() -> None:
             if pool.labels is None:
                 row += " - | - |"
             else:
-                acc, gain = flip_average_gain(probs, soft_labels(args.round, pool.images[:].flip(-1)), pool.labels)
+                acc, gain = flip_average_gain(probs, labels_of(args.round, pool.images[:].flip(-1)), pool.labels)
                 row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
         if args.ensemble:
             if pool.labels is None:
                 row += " - | - |"
             else:
-                members = [probs if r == args.round else soft_labels(r, pool.images) for r in args.ensemble]
+                members = [probs if r == args.round else labels_of(r, pool.images) for r in args.ensemble]
                 acc, gain = ensemble_gain(members, pool.labels, probs)
                 row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
         for f in fractions:

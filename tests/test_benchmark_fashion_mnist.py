@@ -389,6 +389,39 @@ def test_ensemble_gain_averages_the_members_and_compares_with_the_single_model(s
     assert sharpness.ensemble_gain([a, b], labels, b) == (pytest.approx(2 / 3), pytest.approx(1 / 3))
 
 
+def test_group_gains_scores_every_group_against_its_best_member(sharpness):
+    import torch
+
+    labels = torch.tensor([0, 1, 2])
+    a = torch.tensor([[0.6, 0.4, 0.0], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])  # right, right, wrong
+    b = torch.tensor([[0.3, 0.7, 0.0], [0.6, 0.3, 0.1], [0.2, 0.1, 0.7]])  # wrong, wrong, right
+    c = torch.tensor([[0.8, 0.2, 0.0], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])  # right, right, right
+    got = {g: (acc, gain) for g, acc, gain in sharpness.group_gains([a, b, c], labels)}
+    assert set(got) == {(0, 1), (0, 2), (1, 2), (0, 1, 2)}
+    assert got[(0, 1)] == (pytest.approx(2 / 3), pytest.approx(0.0))   # against a, the better of the two
+    assert got[(0, 1, 2)] == (pytest.approx(1.0), pytest.approx(0.0))  # against c, already all right
+    # b + c: [0.55, 0.45, 0] right, [0.35, 0.55, 0.1] right, [0.15, 0.1, 0.75] right; c alone is all right
+    assert got[(1, 2)] == (pytest.approx(1.0), pytest.approx(0.0))
+    assert sharpness.group_gains([a], labels) == []
+
+
+def test_unlabeled_for_all_leaves_out_every_runs_labeled_images(sharpness):
+    from types import SimpleNamespace
+
+    import torch
+
+    from noisystudent.data.splits import split_per_class
+
+    labels = torch.arange(3).repeat_interleave(10)  # 3 classes of 10
+    runs = [SimpleNamespace(labeled_per_class=2, split_seed=s) for s in (0, 1)]
+    chosen = [set(split_per_class(labels, 2, s)[0].tolist()) for s in (0, 1)]
+    assert chosen[0] != chosen[1]
+    keep = sharpness.unlabeled_for_all(labels, runs)
+    assert set(keep.tolist()) == set(range(30)) - chosen[0] - chosen[1]
+    assert len(sharpness.unlabeled_for_all(labels, runs[:1])) == 24
+    assert torch.equal(sharpness.unlabeled_for_all(labels, runs[:1] * 3), sharpness.unlabeled_for_all(labels, runs[:1]))
+
+
 def test_top_fraction_accuracy_keeps_each_class_most_confident(sharpness):
     import torch
 
