@@ -81,6 +81,11 @@ model cost), so the comparison is what a fixed time budget buys:
                 to the same per-class target (the same steps): m5-lr04-s2-warm-pc3240-e25's round 1, with the
                 hard images given back in the later rounds. 2026-12-07, 3 seeds, paired on one machine:
                 round 1 -0.01, round 3 88.48% against 88.38 (+0.10 +- 0.21; docs/RESULTS.md "A curriculum")
+  m5-lr04-r20s2-warm-e9  m5-lr04-s2-warm-e15 with resnet20_s2 students (resnet20's blocks, twice as wide: 32-64-128
+                channels, behind the stride-2 stem) for 9 passes per round, about the same minutes: on true
+                labels at equal minutes 91.52% against resnet32_w16_s2's 91.18 (one seed, docs/RESULTS.md
+                "Stride-2 stems"). 2026-12-08, 2 seeds, paired on one machine: round 3 88.42% against
+                88.34 (+0.18, -0.02) in 1.21 times the training time (docs/RESULTS.md "resnet20_s2 students")
 The three before m5-lr04-r32w16-e7 check on the validation split what the test-set ablations of
 round 1 suggested on seed 0 (docs/RESULTS.md, 2026-12-03): that at 5 passes the model noise costs accuracy and hard
 labels do not; the config changes only if they hold here, on several seeds.
@@ -169,6 +174,8 @@ VARIANTS = {
     "m5-lr04-s2-warm-e9-mix03": [*S2_WARM, "student.epochs=9", "noise.mixup=0.3"],
     "m5-lr04-s2-warm-pc3240-e25": [*S2_WARM, "student.epochs=25", "pseudo.per_class=3240"],
     "m5-lr04-s2-warm-e15-cur": [*S2_WARM, "student.epochs=15", "pseudo.curriculum=[0.6,0.8,1.0]"],
+    "m5-lr04-r20s2-warm-e9": [*S2_WARM, "model.names=[resnet8,resnet20_s2,resnet20_s2,resnet20_s2]",
+                              "student.epochs=9"],
 }
 # the students' noise of the config, given to the teacher run only (a variant keeps its own students' noise)
 TEACHER_NOISE = ["noise.randaugment=rand-n2-m5", "noise.dropout=0.5", "noise.drop_path=0.2"]

@@ -403,6 +403,10 @@ def test_group_gains_scores_every_group_against_its_best_member(sharpness):
     # b + c: [0.55, 0.45, 0] right, [0.35, 0.55, 0.1] right, [0.15, 0.1, 0.75] right; c alone is all right
     assert got[(1, 2)] == (pytest.approx(1.0), pytest.approx(0.0))
     assert sharpness.group_gains([a], labels) == []
+    x = torch.tensor([[0.7, 0.3, 0.0], [0.6, 0.4, 0.0], [0.1, 0.1, 0.8]])  # right, wrong, right
+    y = torch.tensor([[0.4, 0.6, 0.0], [0.1, 0.9, 0.0], [0.1, 0.1, 0.8]])  # wrong, right, right
+    # averaged: [0.55, 0.45, 0] right, [0.35, 0.65, 0] right, right: a third more than either alone
+    assert sharpness.group_gains([x, y], labels) == [((0, 1), pytest.approx(1.0), pytest.approx(1 / 3))]
 
 
 def test_unlabeled_for_all_leaves_out_every_runs_labeled_images(sharpness):
