@@ -53,9 +53,7 @@ import torch
 from common import machine_line
 from noisystudent import Config
 from noisystudent.checkpoint import load_model
-from noisystudent.data.build import build_datasets
-from noisystudent.data.cifar import load_cifar
-from noisystudent.data.sources import load_idx
+from noisystudent.data.build import SPLIT_LOADERS, build_datasets
 from noisystudent.data.splits import split_per_class
 from noisystudent.pseudo_label import most_confident_part, predict
 from noisystudent.targets import Targets
@@ -127,9 +125,9 @@ def across_runs(run_dirs: list[Path], rnd: int) -> None:
             raise SystemExit(f"{r}: expected a run directory with config.yaml and round-{rnd}/model.safetensors")
     cfgs = [Config.from_yaml(r / "config.yaml") for r in run_dirs]
     d0 = cfgs[0].data
-    if d0.source not in ("idx", "cifar") or any((c.data.source, c.data.dir) != (d0.source, d0.dir) for c in cfgs):
+    if d0.source not in SPLIT_LOADERS or any((c.data.source, c.data.dir) != (d0.source, d0.dir) for c in cfgs):
         raise SystemExit("--across-runs: every run must read the same IDX or CIFAR training set")
-    train = (load_idx if d0.source == "idx" else load_cifar)(d0.dir, "train")
+    train = SPLIT_LOADERS[d0.source](d0.dir, "train")
     keep = unlabeled_for_all(train.labels, [c.data for c in cfgs])
     images, labels = train.images[keep], train.labels[keep]
     probs = []

@@ -38,6 +38,11 @@ class Datasets:
                 f"{len(self.classes)} classes; images {c}x{h}x{w}")
 
 
+# sources whose files hold a labeled training set and a test set: (directory, "train" | "test") -> ImageSet;
+# the labeled images are drawn from the training set (`_split_labeled`)
+SPLIT_LOADERS = {"idx": load_idx, "cifar": load_cifar}
+
+
 def build_datasets(cfg: DataConfig, progress: bool = False, cache_root: str | Path | None = None,
                    prepare: bool = True) -> Datasets:
     """The labeled, unlabeled and test sets `cfg` describes.
@@ -53,10 +58,9 @@ def build_datasets(cfg: DataConfig, progress: bool = False, cache_root: str | Pa
         full = load_digits()
         test_idx, rest_idx = stratified_fraction(full.labels, cfg.test_fraction, cfg.split_seed)
         ds = _split_labeled(full.subset(rest_idx), full.subset(test_idx), cfg)
-    elif cfg.source == "idx":
-        ds = _split_labeled(load_idx(cfg.dir, "train"), load_idx(cfg.dir, "test"), cfg)
-    elif cfg.source == "cifar":
-        ds = _split_labeled(load_cifar(cfg.dir, "train"), load_cifar(cfg.dir, "test"), cfg)
+    elif cfg.source in SPLIT_LOADERS:
+        load = SPLIT_LOADERS[cfg.source]
+        ds = _split_labeled(load(cfg.dir, "train"), load(cfg.dir, "test"), cfg)
     else:
         ds = _from_folders(cfg, progress, None if cache_root is None else Path(cache_root), prepare)
     if cfg.validation:
