@@ -4,6 +4,7 @@
     python benchmarks/teacher_sharpness.py --round 2 runs/fashion-mnist
     python benchmarks/teacher_sharpness.py --flip-average runs/fmnist-tune/seed0-teacher
     python benchmarks/teacher_sharpness.py runs/fashion-mnist --round 3 --ensemble 1 2 3
+    python benchmarks/teacher_sharpness.py runs/fashion-mnist --round 2 --propagate 0.5 0.9
     python benchmarks/teacher_sharpness.py --across-runs runs/fmnist-tune/seed0-teacher runs/t-seed10 runs/t-seed20
 
 Two teachers of the same accuracy can hand their student very different targets: one trained to a
@@ -32,6 +33,16 @@ of: in each class (by the model's top class) the ceil(F x count) images of highe
 probability, the selection `pseudo.per_class` makes when it is below a class's count. How much
 cleaner the most confident part is says what keeping only it could buy.
 
+`--propagate A [A ...]` adds what smoothing the labels over the images' neighbourhoods would give
+(label propagation, Zhou et al. 2004; for deep semi-supervised learning Iscen et al. 2019): the model's
+pooled features of the labeled images and the pool make a graph in which each image links to its
+`--neighbours` (default 10) nearest by cosine similarity (weight: similarity cubed, clipped at 0; symmetrised and
+normalised, S = D^-1/2 W D^-1/2); the sources Y are the true one-hot labels of the labeled images and
+the model's soft labels of the pool, and Z = alpha S Z + (1 - alpha) Y is iterated to its fixed point
+for each alpha A in [0, 1). The table gains the accuracy of Z's top class over the pool and its gain
+over the plain labels. If a pool's errors sit apart from the neighbours that share its true class, the
+graph corrects them; if they come in clusters, it cannot.
+
 `--across-runs` measures a labeller of independent models instead: the `--round` models of all the
 run directories given (trained with other seeds, or on other labeled sets) label the training
 images that none of the runs had labels for, and it prints each model's accuracy there and that
@@ -55,6 +66,7 @@ from noisystudent import Config
 from noisystudent.checkpoint import load_model
 from noisystudent.data.build import SPLIT_LOADERS, build_datasets
 from noisystudent.data.splits import split_per_class
+from noisystudent.inference import iter_logits
 from noisystudent.pseudo_label import most_confident_part, predict
 from noisystudent.targets import Targets
 
@@ -88,6 +100,71 @@ def top_fraction_accuracy(probs: torch.Tensor, labels: torch.Tensor, fraction: f
     top, hard = probs.max(1)
     keep = torch.cat(most_confident_part(hard, top, torch.arange(len(probs)), probs.shape[1], fraction))
     return (hard[keep] == labels[keep]).float().mean().item()
+
+
+def knn_graph(features: torch.Tensor, k: int, power: float = 3.0, chunk: int = 4096) -> torch.Tensor:
+    """(N, D) features -> the normalised affinity S = D^-1/2 W D^-1/2 of their symmetrised k-nearest-
+    neighbour graph, (N, N) sparse COO: W links each row to its k most cosine-similar other rows with
+    weight max(similarity, 0) ** power, then W + W^T."""
+    n = len(features)
+    k = min(k, n - 1)
+    f = torch.nn.functional.normalize(features.float(), dim=1)
+    cols, weights = torch.empty(n, k, dtype=torch.long), torch.empty(n, k)
+    for start in range(0, n, chunk):  # (chunk, N) similarities at a time
+        sim = f[start:start + chunk] @ f.T
+        sim[torch.arange(len(sim)), torch.arange(start, start + len(sim))] = -float("inf")  # no self-links
+        top, cols[start:start + chunk] = sim.topk(k, dim=1)
+        weights[start:start + chunk] = top.clamp_min(0) ** power
+    rows = torch.arange(n).repeat_interleave(k)
+    w = torch.sparse_coo_tensor(torch.stack([rows, cols.flatten()]), weights.flatten(), (n, n), check_invariants=False)
+    w = (w + w.t()).coalesce()
+    degree = torch.zeros(n).index_add_(0, w.indices()[0], w.values()).clamp_min(1e-12)
+    i, j = w.indices()
+    values = w.values() * degree[i].rsqrt() * degree[j].rsqrt()
+    return torch.sparse_coo_tensor(w.indices(), values, (n, n), is_coalesced=True, check_invariants=False)
+
+
+def propagate(graph: torch.Tensor, sources: torch.Tensor, alpha: float, steps: int = 50) -> torch.Tensor:
+    """Iterate Z = alpha graph Z + (1 - alpha) sources from Z = sources; (N, K). Converges for alpha < 1,
+    the graph's eigenvalues lying in [-1, 1]: after `steps` the error is below alpha ** steps of the start's."""
+    z = sources
+    for _ in range(steps):
+        z = alpha * (graph @ z) + (1 - alpha) * sources
+    return z
+
+
+class _Features(torch.nn.Module):
+    """A classifier's pooled features (B, D) as its output, so `iter_logits` runs it."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def pooled_features(model_and_meta: tuple, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The clean model's pooled features of `images`, (N, D), in eval mode as the pipeline labels."""
+    model, meta = model_and_meta
+    mean, std = torch.tensor(meta["input"]["mean"]), torch.tensor(meta["input"]["std"])
+    return torch.cat([f for _, f in iter_logits(_Features(model), images, mean=mean, std=std, batch_size=batch_size)])
+
+
+def propagation_gains(features_l: torch.Tensor, labels_l: torch.Tensor, features_u: torch.Tensor,
+                      probs_u: torch.Tensor, labels_u: torch.Tensor, alphas: list[float],
+                      k: int) -> list[tuple[float, float]]:
+    """For each alpha, (accuracy of the propagated labels' top class over the pool, its gain over the top
+    class of `probs_u`), as fractions: one graph over the labeled images and the pool, whose sources are
+    the labeled images' true one-hot labels and the pool's soft labels."""
+    graph = knn_graph(torch.cat([features_l, features_u]), k)
+    sources = torch.cat([torch.nn.functional.one_hot(labels_l, probs_u.shape[1]).float(), probs_u])
+    plain = (probs_u.argmax(1) == labels_u).float().mean().item()
+    out = []
+    for a in alphas:
+        acc = (propagate(graph, sources, a)[len(features_l):].argmax(1) == labels_u).float().mean().item()
+        out.append((acc, acc - plain))
+    return out
 
 
 def unlabeled_for_all(train_labels: torch.Tensor, data_cfgs: list) -> torch.Tensor:
@@ -155,34 +232,45 @@ def main() -> None:
     ap.add_argument("--top-fractions", type=float, nargs="+", metavar="F",
                     help="also score each class's most confident fraction F of the labels (0 < F <= 1; "
                          "give it after the run directories)")
+    ap.add_argument("--propagate", type=float, nargs="+", metavar="A",
+                    help="also score the labels propagated over the nearest-neighbour graph of the model's "
+                         "features, for each alpha A in [0, 1) (give it after the run directories)")
+    ap.add_argument("--neighbours", type=int, default=10, help="neighbours per image in --propagate's graph (default 10)")
     ap.add_argument("--across-runs", action="store_true",
                     help="average the --round models of all the runs instead, scored on the training images "
                          "none of them had labels for (IDX and CIFAR sources)")
     args = ap.parse_args()
     if args.across_runs:
-        if args.flip_average or args.ensemble or args.top_fractions:
-            ap.error("--across-runs takes no --flip-average, --ensemble or --top-fractions")
+        if args.flip_average or args.ensemble or args.top_fractions or args.propagate:
+            ap.error("--across-runs takes no --flip-average, --ensemble, --top-fractions or --propagate")
         print(machine_line())
         across_runs(args.run_dirs, args.round)
         return
     fractions = args.top_fractions or []
     if any(not 0 < f <= 1 for f in fractions):
         ap.error("--top-fractions takes fractions in (0, 1]")
+    alphas = args.propagate or []
+    if any(not 0 <= a < 1 for a in alphas):
+        ap.error("--propagate takes alphas in [0, 1)")
+    if args.neighbours < 1:
+        ap.error("--neighbours must be at least 1")
     print(machine_line())
     extra_cols = " flip-averaged accuracy % | gain (points) |" if args.flip_average else ""
     if args.ensemble:
         extra_cols += f" rounds {'+'.join(map(str, args.ensemble))} averaged accuracy % | gain (points) |"
     extra_cols += "".join(f" top {100 * f:g}% a class: accuracy % |" for f in fractions)
+    extra_cols += "".join(f" propagated, alpha {a:g}: accuracy % | gain (points) |" for a in alphas)
     print(f"| run | model | pool | accuracy % | mean top-1 probability | top-1 > 0.9 % | mean entropy (nats) |{extra_cols}")
     print("|---|---|---:|---:|---:|---:|---:|" + "---:|---:|" * (args.flip_average + bool(args.ensemble))
-          + "---:|" * len(fractions))
+          + "---:|" * len(fractions) + "---:|---:|" * len(alphas))
     for run_dir in args.run_dirs:
         ckpts = {r: run_dir / f"round-{r}" / "model.safetensors" for r in {args.round, *(args.ensemble or [])}}
         missing = [p.relative_to(run_dir) for p in [run_dir / "config.yaml", *ckpts.values()] if not p.exists()]
         if missing:
             raise SystemExit(f"{run_dir}: expected a run directory with {', '.join(map(str, missing))}")
         cfg = Config.from_yaml(run_dir / "config.yaml")
-        pool = build_datasets(cfg.data).unlabeled
+        data = build_datasets(cfg.data)
+        pool = data.unlabeled
         models = {r: load_model(ckpt) for r, ckpt in ckpts.items()}  # (model, meta), each read once
 
         def labels_of(r: int, images: torch.Tensor) -> torch.Tensor:
@@ -207,6 +295,15 @@ def main() -> None:
                 row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
         for f in fractions:
             row += " - |" if pool.labels is None else f" {100 * top_fraction_accuracy(probs, pool.labels, f):.2f} |"
+        if alphas:
+            if pool.labels is None:
+                row += " - | - |" * len(alphas)
+            else:
+                f_l, f_u = (pooled_features(models[args.round], d.images[:], cfg.pseudo.batch_size)
+                            for d in (data.labeled, pool))
+                for acc, gain in propagation_gains(f_l, data.labeled.labels, f_u, probs, pool.labels, alphas,
+                                                   args.neighbours):
+                    row += f" {100 * acc:.2f} | {100 * gain:+.2f} |"
         print(row, flush=True)
 
 

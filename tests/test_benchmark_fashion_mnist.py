@@ -469,3 +469,50 @@ def test_noise_ablations_switch_off_every_input_noise_the_config_may_hold(bench)
     input_only = noisy.with_overrides(bench.ABLATIONS["input-noise-only"][0]).noise
     assert all(getattr(input_only, name) for name in inputs)
     assert not any(getattr(input_only, name) for name in set(settings) - inputs)
+
+
+def test_knn_graph_links_nearest_neighbours_symmetrically_and_normalises(sharpness):
+    import torch
+
+    # two tight groups of three points (by direction), far apart
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [0.0, 1.0], [0.1, 1.0], [-0.1, 1.0]])
+    g = sharpness.knn_graph(f, k=2).to_dense()
+    assert torch.equal(g, g.T)
+    assert torch.all(g.diagonal() == 0)                  # no self-links
+    assert torch.all(g[:3, 3:] == 0) and torch.all(g[:3, :3].sum(1) > 0)  # links stay within each group
+    w = torch.zeros(6, 6)                                # the unnormalised weights, by hand
+    sim = torch.nn.functional.normalize(f, dim=1) @ torch.nn.functional.normalize(f, dim=1).T
+    for i in range(6):
+        sim[i, i] = -1
+        for j in sim[i].topk(2).indices:
+            w[i, j] += sim[i, j].clamp_min(0) ** 3
+    w = w + w.T
+    d = w.sum(1).rsqrt()
+    assert torch.allclose(g, d[:, None] * w * d[None, :], atol=1e-6)
+    assert torch.linalg.eigvalsh(g).abs().max() <= 1 + 1e-5
+
+
+def test_propagate_corrects_an_isolated_label_and_keeps_sources_at_alpha_zero(sharpness):
+    import torch
+
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.1], [1.0, -0.1], [1.0, 0.05], [0.0, 1.0], [0.1, 1.0], [-0.1, 1.0]])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    sources = torch.nn.functional.one_hot(labels, 2).float()
+    sources[3] = torch.tensor([0.3, 0.7])                # one wrong soft label among class 0's neighbours
+    g = sharpness.knn_graph(f, k=3)
+    assert torch.equal(sharpness.propagate(g, sources, 0.0), sources)
+    z = sharpness.propagate(g, sources, 0.9)
+    assert torch.equal(z.argmax(1), labels)
+    assert torch.allclose(z, 0.9 * (g @ z) + 0.1 * sources, atol=1e-4)  # at the fixed point
+
+
+def test_propagation_gains_scores_each_alpha_against_the_plain_labels(sharpness):
+    import torch
+
+    f_l = torch.tensor([[1.0, 0.0], [0.0, 1.0]])                     # one labeled image per class
+    f_u = torch.tensor([[1.0, 0.1], [1.0, -0.1], [1.0, 0.05], [0.1, 1.0], [-0.1, 1.0]])
+    labels_u = torch.tensor([0, 0, 0, 1, 1])
+    probs_u = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.2, 0.8], [0.1, 0.9]])  # the third wrong
+    got = sharpness.propagation_gains(f_l, torch.tensor([0, 1]), f_u, probs_u, labels_u, [0.0, 0.9], k=3)
+    assert got[0] == (pytest.approx(0.8), pytest.approx(0.0))        # alpha 0: the plain labels
+    assert got[1] == (pytest.approx(1.0), pytest.approx(0.2))
