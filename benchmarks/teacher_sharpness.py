@@ -38,8 +38,9 @@ cleaner the most confident part is says what keeping only it could buy.
 pooled features of the labeled images and the pool make a graph in which each image links to its
 `--neighbours` (default 10) nearest by cosine similarity (weight: similarity cubed, clipped at 0; symmetrised and
 normalised, S = D^-1/2 W D^-1/2); the sources Y are the true one-hot labels of the labeled images and
-the model's soft labels of the pool, and Z = alpha S Z + (1 - alpha) Y is iterated to its fixed point
-for each alpha A in [0, 1). The table gains the accuracy of Z's top class over the pool and its gain
+the model's soft labels of the pool, and Z = alpha S Z + (1 - alpha) Y is iterated 50 times from Z = Y
+for each alpha A in [0, 1): the fixed point to within alpha ** 50 of the start's distance from it
+(0.005 at alpha 0.9; at 0.99 still 0.6, a 50-step diffusion rather than the fixed point). The table gains the accuracy of Z's top class over the pool and its gain
 over the plain labels. If a pool's errors sit apart from the neighbours that share its true class, the
 graph corrects them; if they come in clusters, it cannot.
 
@@ -125,11 +126,12 @@ def knn_graph(features: torch.Tensor, k: int, power: float = 3.0, chunk: int = 4
 
 
 def propagate(graph: torch.Tensor, sources: torch.Tensor, alpha: float, steps: int = 50) -> torch.Tensor:
-    """Iterate Z = alpha graph Z + (1 - alpha) sources from Z = sources; (N, K). Converges for alpha < 1,
-    the graph's eigenvalues lying in [-1, 1]: after `steps` the error is below alpha ** steps of the start's."""
-    z = sources
+    """Iterate Z = alpha graph Z + (1 - alpha) sources `steps` times from Z = sources; (N, K). Converges for
+    alpha < 1, the graph's eigenvalues lying in [-1, 1]: the distance from the fixed point shrinks by at
+    least alpha a step."""
+    z, injected = sources, (1 - alpha) * sources
     for _ in range(steps):
-        z = alpha * (graph @ z) + (1 - alpha) * sources
+        z = alpha * (graph @ z) + injected
     return z
 
 
